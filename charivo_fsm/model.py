@@ -1,0 +1,209 @@
+"""The data model: state values, configs, characters, tools and state snapshots.
+
+All classes are ``attrs`` frozen slotted value objects.  The state values are
+``StrEnum``s, so ``ConnectionState.IDLE == "idle"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
+from typing import Any, Literal
+
+import attrs
+
+from .errors import CharivoError, CharivoValidationError
+
+__all__ = [
+    "Character",
+    "CharacterVoice",
+    "ConnectionState",
+    "RealtimeSessionConfig",
+    "RealtimeState",
+    "RealtimeTool",
+    "RealtimeToolContext",
+    "RealtimeToolRegistration",
+    "ResponseState",
+    "ResponseStatus",
+    "SessionState",
+    "SessionStatus",
+    "ToolHandler",
+    "TransportKind",
+    "ToolChoice",
+]
+
+
+class ConnectionState(StrEnum):
+    """What the manager knows about the link to the provider."""
+
+    IDLE = "idle"  # no link (before the first start, after a clean end)
+    CONNECTING = "connecting"  # connect in flight, or a reconnect in progress
+    CONNECTED = "connected"  # the link is up
+    DISCONNECTING = "disconnecting"  # a stop is closing the link
+    ERROR = "error"  # the session ended in failure
+
+
+class SessionStatus(StrEnum):
+    """Where the session is in its lifecycle."""
+
+    IDLE = "idle"  # never started
+    STARTING = "starting"  # start_session is connecting
+    ACTIVE = "active"  # live (also while reconnecting or patching)
+    STOPPING = "stopping"  # stop_session is closing the link
+    STOPPED = "stopped"  # ended (by the user, the remote side or an error)
+
+
+class ResponseStatus(StrEnum):
+    """The assistant's current turn."""
+
+    IDLE = "idle"
+    RESPONDING = "responding"
+    INTERRUPTED = "interrupted"
+    COMPLETED = "completed"
+
+
+TransportKind = Literal["webrtc", "websocket"]
+ToolChoice = Literal["auto", "none", "required"]
+
+_TRANSPORTS = ("webrtc", "websocket")
+_TOOL_CHOICES = ("auto", "none", "required")
+
+
+def _one_of(allowed: tuple[str, ...]) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and value not in allowed:
+            raise CharivoValidationError(
+                f"{attribute.name} must be one of {', '.join(allowed)} (got {value!r})"
+            )
+
+    return check
+
+
+def _optional_type(*types: type) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    names = " or ".join(t.__name__ for t in types)
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) and bool not in types:
+            raise CharivoValidationError(f"{attribute.name} must be {names} (got bool)")
+        if not isinstance(value, types):
+            raise CharivoValidationError(
+                f"{attribute.name} must be {names} (got {type(value).__name__})"
+            )
+
+    return check
+
+
+@attrs.frozen(slots=True)
+class CharacterVoice:
+    voice_id: str | None = attrs.field(default=None, validator=_optional_type(str))
+    rate: float | None = attrs.field(default=None, validator=_optional_type(int, float))
+    pitch: float | None = attrs.field(default=None, validator=_optional_type(int, float))
+    volume: float | None = attrs.field(default=None, validator=_optional_type(int, float))
+
+
+@attrs.frozen(slots=True)
+class Character:
+    id: str | None = attrs.field(default=None, validator=_optional_type(str))
+    name: str | None = attrs.field(default=None, validator=_optional_type(str))
+    description: str | None = attrs.field(default=None, validator=_optional_type(str))
+    personality: str | None = attrs.field(default=None, validator=_optional_type(str))
+    avatar: str | None = attrs.field(default=None, validator=_optional_type(str))
+    voice: CharacterVoice | None = attrs.field(
+        default=None, validator=_optional_type(CharacterVoice)
+    )
+
+
+@attrs.frozen(slots=True)
+class RealtimeTool:
+    """A function tool definition; ``parameters`` is a JSON Schema object."""
+
+    name: str = attrs.field(validator=_optional_type(str))
+    description: str | None = attrs.field(default=None, validator=_optional_type(str))
+    parameters: Mapping[str, Any] = attrs.field(
+        factory=lambda: {"type": "object", "properties": {}},
+        validator=_optional_type(Mapping),
+    )
+    type: Literal["function"] = attrs.field(default="function", validator=_one_of(("function",)))
+
+    def __attrs_post_init__(self) -> None:
+        if not self.name:
+            raise CharivoValidationError("name must be a non-empty string")
+
+
+@attrs.frozen(slots=True)
+class RealtimeSessionConfig:
+    """A session config; every field is optional (``None`` means "not specified")."""
+
+    provider: str | None = attrs.field(default=None, validator=_optional_type(str))
+    transport: TransportKind | None = attrs.field(default=None, validator=_one_of(_TRANSPORTS))
+    voice: str | None = attrs.field(default=None, validator=_optional_type(str))
+    model: str | None = attrs.field(default=None, validator=_optional_type(str))
+    instructions: str | None = attrs.field(default=None, validator=_optional_type(str))
+    temperature: float | None = attrs.field(default=None, validator=_optional_type(int, float))
+    max_tokens: int | None = attrs.field(default=None, validator=_optional_type(int))
+    tools: tuple[RealtimeTool, ...] | None = attrs.field(
+        default=None,
+        converter=attrs.converters.optional(tuple),
+    )
+    tool_choice: ToolChoice | None = attrs.field(default=None, validator=_one_of(_TOOL_CHOICES))
+
+    def __attrs_post_init__(self) -> None:
+        if self.tools is not None:
+            for index, tool in enumerate(self.tools):
+                if not isinstance(tool, RealtimeTool):
+                    raise CharivoValidationError(
+                        f"tools[{index}] must be a RealtimeTool (got {type(tool).__name__})"
+                    )
+
+
+@attrs.frozen(slots=True)
+class SessionState:
+    status: SessionStatus = SessionStatus.IDLE
+    config: RealtimeSessionConfig | None = None
+    character_id: str | None = None
+
+
+@attrs.frozen(slots=True)
+class ResponseState:
+    status: ResponseStatus = ResponseStatus.IDLE
+    text: str = ""
+
+
+@attrs.frozen(slots=True)
+class RealtimeState:
+    """An immutable snapshot of the manager's state."""
+
+    connection: ConnectionState = ConnectionState.IDLE
+    session: SessionState = SessionState()
+    response: ResponseState = ResponseState()
+    last_error: CharivoError | None = None
+
+
+@attrs.frozen(slots=True)
+class RealtimeToolContext:
+    """What a tool handler receives besides its arguments."""
+
+    character: Character | None
+    state: RealtimeState
+    call_id: str
+
+
+ToolHandler = Callable[[dict[str, Any], RealtimeToolContext], Awaitable[Mapping[str, Any]]]
+
+
+def _positive_timeout(_inst: Any, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise CharivoValidationError(f"timeout must be a non-negative number (got {value!r})")
+
+
+@attrs.frozen(slots=True)
+class RealtimeToolRegistration:
+    """A tool definition with its async handler and optional timeout (seconds)."""
+
+    definition: RealtimeTool = attrs.field(validator=_optional_type(RealtimeTool))
+    handler: ToolHandler
+    timeout: float | None = attrs.field(default=None, validator=_positive_timeout)

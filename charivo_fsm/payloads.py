@@ -1,0 +1,199 @@
+"""Payloads of the events the manager emits (``emitter.emit(name, payload)``).
+
+Names of the emitted events are in :data:`EMITTED_EVENTS`.  Every payload is a
+frozen attrs object; :func:`charivo_fsm.wire.to_wire` turns it into the
+camelCase dict the TypeScript package emits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+from .errors import CharivoError
+from .model import RealtimeState
+
+__all__ = [
+    "EMITTED_EVENTS",
+    "AssistantStartPayload",
+    "EmptyPayload",
+    "ErrorPayload",
+    "LipsyncPayload",
+    "ReconnectAttemptPayload",
+    "ReconnectExhaustedPayload",
+    "ReconnectSuccessPayload",
+    "SessionBoundaryPayload",
+    "StatePayload",
+    "TextPayload",
+    "ToolCallPayload",
+    "ToolErrorPayload",
+    "ToolResultPayload",
+    "UsagePayload",
+]
+
+
+@attrs.frozen(slots=True, init=False, eq=False, repr=False)
+class StatePayload:
+    """``realtime:state``: a snapshot of the state.
+
+    The snapshot may be materialised lazily (the manager captures the pieces at
+    emit time and builds the :class:`RealtimeState` on first access), so that
+    streaming a long response does not copy its text once per delta.
+    """
+
+    _source: RealtimeState | Callable[[], RealtimeState]
+
+    def __init__(self, state: RealtimeState | Callable[[], RealtimeState]) -> None:
+        object.__setattr__(self, "_source", state)
+
+    @property
+    def state(self) -> RealtimeState:
+        source = self._source
+        if isinstance(source, RealtimeState):
+            return source
+        built = source()
+        object.__setattr__(self, "_source", built)
+        return built
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StatePayload):
+            return NotImplemented
+        return self.state == other.state
+
+    def __hash__(self) -> int:
+        return hash(self.state)
+
+    def __repr__(self) -> str:
+        return f"StatePayload(state={self.state!r})"
+
+
+@attrs.frozen(slots=True)
+class SessionBoundaryPayload:
+    """``realtime:session:start`` / ``realtime:session:end``."""
+
+    state: RealtimeState
+    reason: Literal["user", "remote", "error"]
+
+
+@attrs.frozen(slots=True)
+class AssistantStartPayload:
+    """``realtime:assistant:start``."""
+
+    state: RealtimeState
+
+
+@attrs.frozen(slots=True)
+class TextPayload:
+    """``realtime:user:transcript``, ``realtime:assistant:delta``,
+    ``realtime:text:delta`` (the delta) and ``realtime:assistant:done`` (final)."""
+
+    text: str
+
+
+@attrs.frozen(slots=True)
+class ToolCallPayload:
+    """``realtime:tool:call``."""
+
+    name: str
+    args: Mapping[str, Any]
+    call_id: str | None
+
+
+@attrs.frozen(slots=True)
+class ToolResultPayload:
+    """``realtime:tool:result``."""
+
+    name: str
+    output: Mapping[str, Any]
+    call_id: str | None
+
+
+@attrs.frozen(slots=True)
+class ToolErrorPayload:
+    """``realtime:tool:error``."""
+
+    name: str
+    error: CharivoError
+    call_id: str | None
+
+
+@attrs.frozen(slots=True)
+class UsagePayload:
+    """``realtime:usage``."""
+
+    usage: Mapping[str, Any]
+    model: str | None
+    response_id: str | None
+    session_id: str | None
+
+
+@attrs.frozen(slots=True)
+class ReconnectAttemptPayload:
+    """``realtime:reconnect:attempt`` (``attempt`` is 1-based)."""
+
+    attempt: int
+    delay_ms: int
+    cause: str
+
+
+@attrs.frozen(slots=True)
+class ReconnectSuccessPayload:
+    """``realtime:reconnect:success``."""
+
+    attempts: int
+    total_ms: int
+    cause: str
+
+
+@attrs.frozen(slots=True)
+class ReconnectExhaustedPayload:
+    """``realtime:reconnect:exhausted``."""
+
+    attempts: int
+    total_ms: int
+    cause: str
+    last_error: CharivoError
+
+
+@attrs.frozen(slots=True)
+class ErrorPayload:
+    """``realtime:error``."""
+
+    error: CharivoError
+
+
+@attrs.frozen(slots=True)
+class EmptyPayload:
+    """``tts:audio:start`` / ``tts:audio:end``."""
+
+
+@attrs.frozen(slots=True)
+class LipsyncPayload:
+    """``tts:lipsync:update``."""
+
+    rms: float
+
+
+EMITTED_EVENTS: dict[str, type[Any]] = {
+    "realtime:state": StatePayload,
+    "realtime:session:start": SessionBoundaryPayload,
+    "realtime:session:end": SessionBoundaryPayload,
+    "realtime:user:transcript": TextPayload,
+    "realtime:assistant:start": AssistantStartPayload,
+    "realtime:assistant:delta": TextPayload,
+    "realtime:text:delta": TextPayload,
+    "realtime:assistant:done": TextPayload,
+    "realtime:tool:call": ToolCallPayload,
+    "realtime:tool:result": ToolResultPayload,
+    "realtime:tool:error": ToolErrorPayload,
+    "realtime:usage": UsagePayload,
+    "realtime:reconnect:attempt": ReconnectAttemptPayload,
+    "realtime:reconnect:success": ReconnectSuccessPayload,
+    "realtime:reconnect:exhausted": ReconnectExhaustedPayload,
+    "realtime:error": ErrorPayload,
+    "tts:audio:start": EmptyPayload,
+    "tts:audio:end": EmptyPayload,
+    "tts:lipsync:update": LipsyncPayload,
+}
