@@ -6,7 +6,7 @@ All classes are ``attrs`` frozen slotted value objects.  The state values are
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -27,9 +27,9 @@ __all__ = [
     "ResponseStatus",
     "SessionState",
     "SessionStatus",
+    "ToolChoice",
     "ToolHandler",
     "TransportKind",
-    "ToolChoice",
 ]
 
 
@@ -132,6 +132,10 @@ class RealtimeTool:
             raise CharivoValidationError("name must be a non-empty string")
 
 
+def _tools_tuple(value: Iterable[RealtimeTool] | None) -> tuple[RealtimeTool, ...] | None:
+    return None if value is None else tuple(value)
+
+
 @attrs.frozen(slots=True)
 class RealtimeSessionConfig:
     """A session config; every field is optional (``None`` means "not specified")."""
@@ -143,10 +147,7 @@ class RealtimeSessionConfig:
     instructions: str | None = attrs.field(default=None, validator=_optional_type(str))
     temperature: float | None = attrs.field(default=None, validator=_optional_type(int, float))
     max_tokens: int | None = attrs.field(default=None, validator=_optional_type(int))
-    tools: tuple[RealtimeTool, ...] | None = attrs.field(
-        default=None,
-        converter=attrs.converters.optional(tuple),
-    )
+    tools: tuple[RealtimeTool, ...] | None = attrs.field(default=None, converter=_tools_tuple)
     tool_choice: ToolChoice | None = attrs.field(default=None, validator=_one_of(_TOOL_CHOICES))
 
     def __attrs_post_init__(self) -> None:

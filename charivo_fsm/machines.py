@@ -1,0 +1,391 @@
+"""The lifecycle machines, declared once with ``transitions``.
+
+Rules of this file:
+
+* Each lifecycle (session, connection, refresh, response, audio) is declared
+  exactly once, at import time, as a ``transitions.Machine`` with
+  ``auto_transitions=False``.  That declaration is the single source of truth:
+  the engine executes it, the diagrams are drawn from it and the table
+  properties are checked against it.
+* Guards are ``conditions``/``unless`` names and effects are ``after`` names.
+  Both name methods of the core (:class:`charivo_fsm.core.Core`); they are
+  resolved once, when the core class is bound to the declarations.
+* A transition whose ``dest`` is ``None`` is an explicit "stay" (the input is
+  accepted and handled, often by dropping it with a log line).  A (state,
+  trigger) pair that no transition accepts is a *refusal*: :meth:`Runner.fire`
+  returns ``False`` and the caller turns that into a named error.
+* Executing a declared machine per manager must be cheap (thousands of
+  managers per process, microseconds per event), so a manager never builds a
+  ``transitions.Machine``: :func:`compile_machine` turns the declaration into a
+  flat ``(state, trigger) -> candidates`` table and :class:`Runner` (two
+  slots) walks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+from transitions import Machine
+
+__all__ = [
+    "AUDIO",
+    "CONNECTION",
+    "MACHINES",
+    "REFRESH",
+    "RESPONSE",
+    "SESSION",
+    "Edge",
+    "MachineSpec",
+    "Runner",
+]
+
+
+@attrs.frozen(slots=True)
+class Edge:
+    """One declared transition, as read back from the ``transitions`` machine."""
+
+    trigger: str
+    source: str
+    dest: str | None  # None: stay in ``source`` (an internal transition)
+    conditions: tuple[str, ...]  # guards that must hold
+    unless: tuple[str, ...]  # guards that must not hold
+    effects: tuple[str, ...]  # core methods run after the state is written
+
+    @property
+    def guard_label(self) -> str:
+        parts = list(self.conditions) + [f"not {name}" for name in self.unless]
+        return " and ".join(parts)
+
+
+# A compiled candidate: (conditions, unless, dest, effects) with the names
+# resolved to plain functions of the core.
+_Fn = Callable[[Any], Any]
+_Candidate = tuple[tuple[_Fn, ...], tuple[_Fn, ...], str | None, tuple[_Fn, ...]]
+
+
+class MachineSpec:
+    """A declared machine: its ``transitions.Machine`` plus the compiled table."""
+
+    def __init__(
+        self,
+        name: str,
+        states: Sequence[str],
+        initial: str,
+        transitions: Sequence[Mapping[str, Any]],
+        *,
+        public: Mapping[str, str] | None = None,
+        terminal: Sequence[str] = (),
+        doc: str = "",
+    ) -> None:
+        self.name = name
+        self.doc = doc
+        self.initial = initial
+        self.terminal = tuple(terminal)
+        # ``model=None``: the declaration holds no model; managers run the
+        # compiled table instead (see the module docstring).
+        self.machine = Machine(
+            model=None,
+            states=list(states),
+            transitions=[dict(t) for t in transitions],
+            initial=initial,
+            auto_transitions=False,
+            send_event=False,
+        )
+        self.states: tuple[str, ...] = tuple(self.machine.states)
+        self.public: Mapping[str, str] = dict(public or {s: s for s in self.states})
+        self.edges: tuple[Edge, ...] = tuple(self._read_edges())
+        self.triggers: tuple[str, ...] = tuple(self.machine.events)
+        self._table: dict[tuple[str, str], tuple[_Candidate, ...]] = {}
+
+    def _read_edges(self) -> Iterator[Edge]:
+        for trigger, event in self.machine.events.items():
+            for source, items in event.transitions.items():
+                for item in items:
+                    yield Edge(
+                        trigger=trigger,
+                        source=source,
+                        dest=item.dest,
+                        conditions=tuple(str(c.func) for c in item.conditions if c.target),
+                        unless=tuple(str(c.func) for c in item.conditions if not c.target),
+                        effects=tuple(str(name) for name in item.after),
+                    )
+
+    def names(self) -> set[str]:
+        """Every guard and effect name the declaration uses."""
+        found: set[str] = set()
+        for edge in self.edges:
+            found.update(edge.conditions, edge.unless, edge.effects)
+        return found
+
+    def bind(self, owner: type) -> None:
+        """Resolve guard and effect names to functions of ``owner``."""
+        missing = sorted(n for n in self.names() if not callable(getattr(owner, n, None)))
+        if missing:
+            raise TypeError(f"{owner.__name__} lacks {self.name} machine callbacks: {missing}")
+        table: dict[tuple[str, str], list[_Candidate]] = {}
+        for edge in self.edges:
+            candidate: _Candidate = (
+                tuple(getattr(owner, n) for n in edge.conditions),
+                tuple(getattr(owner, n) for n in edge.unless),
+                edge.dest,
+                tuple(getattr(owner, n) for n in edge.effects),
+            )
+            table.setdefault((edge.source, edge.trigger), []).append(candidate)
+        self._table = {key: tuple(value) for key, value in table.items()}
+
+    def accepts(self, state: str, trigger: str) -> bool:
+        """Whether any transition is declared for (state, trigger), guards aside."""
+        return (state, trigger) in self._table
+
+    def runner(self) -> Runner:
+        return Runner(self)
+
+
+class Runner:
+    """The per-manager execution of one declared machine: a state and a table."""
+
+    __slots__ = ("spec", "state")
+
+    def __init__(self, spec: MachineSpec) -> None:
+        self.spec = spec
+        self.state = spec.initial
+
+    @property
+    def public(self) -> str:
+        return self.spec.public[self.state]
+
+    def fire(self, core: Any, trigger: str) -> bool:
+        """Take the first declared transition whose guards hold.
+
+        The new state is written before the effects run.  Returns ``False``
+        (and changes nothing) when the machine refuses the trigger.
+        """
+        candidates = self.spec._table.get((self.state, trigger))
+        if candidates is None:
+            return False
+        for conditions, unless, dest, effects in candidates:
+            if all(g(core) for g in conditions) and not any(g(core) for g in unless):
+                if dest is not None:
+                    self.state = dest
+                for effect in effects:
+                    effect(core)
+                return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{self.spec.name} machine in {self.state!r}>"
+
+
+def _t(
+    trigger: str,
+    source: str | Sequence[str],
+    dest: str | None,
+    *,
+    when: str | Sequence[str] = (),
+    unless: str | Sequence[str] = (),
+    do: str | Sequence[str] = (),
+) -> dict[str, Any]:
+    def seq(value: str | Sequence[str]) -> list[str]:
+        return [value] if isinstance(value, str) else list(value)
+
+    return {
+        "trigger": trigger,
+        "source": seq(source),
+        "dest": dest,
+        "conditions": seq(when),
+        "unless": seq(unless),
+        "after": seq(do),
+    }
+
+
+# --------------------------------------------------------------------------
+# Session: what the user started and what ended it.
+# --------------------------------------------------------------------------
+SESSION = MachineSpec(
+    "session",
+    states=["idle", "starting", "active", "cancelling", "stopping", "stopped"],
+    initial="idle",
+    public={
+        "idle": "idle",
+        "starting": "starting",
+        "active": "active",
+        "cancelling": "stopping",
+        "stopping": "stopping",
+        "stopped": "stopped",
+    },
+    doc=(
+        "start_session connects; a stop during the start wins (cancelling); a live "
+        "session ends by the user (stopping), the remote side, or an exhausted "
+        "reconnect. A session.ended that belongs to a lost link is ignored."
+    ),
+    transitions=[
+        _t("start", ["idle", "stopped"], "starting", do="begin_start"),
+        _t("connect_ok", "starting", "active", do="commit_start"),
+        _t("connect_failed", "starting", "stopped", do="fail_start"),
+        _t("remote_end", "starting", "stopped", do="fail_start_remote"),
+        _t("remote_end", "active", None, when="reconnecting", do="drop_input"),
+        _t("remote_end", "active", "stopped", do="end_remote"),
+        _t("remote_end", ["idle", "stopping", "cancelling", "stopped"], None, do="drop_input"),
+        _t("stop", "starting", "cancelling", do="cancel_start"),
+        _t("stop", "active", "stopping", do="begin_stop"),
+        _t("stop", ["stopping", "cancelling"], None, do="join_stop"),
+        _t("stop", ["idle", "stopped"], None, do="stop_noop"),
+        _t("disconnect_ok", "stopping", "stopped", do="finish_stop"),
+        _t("disconnect_ok", "cancelling", "stopped", do="finish_cancel"),
+        _t("disconnect_failed", "stopping", "stopped", do="fail_stop"),
+        _t("disconnect_failed", "cancelling", "stopped", do="fail_cancel"),
+        _t("exhausted", "active", "stopped", do="fail_exhausted"),
+    ],
+)
+
+# --------------------------------------------------------------------------
+# Connection: the link, including the reconnect loop (backoff/recovering).
+# --------------------------------------------------------------------------
+CONNECTION = MachineSpec(
+    "connection",
+    states=[
+        "idle",
+        "connecting",
+        "connecting_lost",
+        "connected",
+        "backoff",
+        "recovering",
+        "disconnecting",
+        "error",
+    ],
+    initial="idle",
+    public={
+        "idle": "idle",
+        "connecting": "connecting",
+        "connecting_lost": "connecting",
+        "connected": "connected",
+        "backoff": "connecting",
+        "recovering": "connecting",
+        "disconnecting": "disconnecting",
+        "error": "error",
+    },
+    doc=(
+        "connect opens the link; a loss while connecting is remembered and starts a "
+        "reconnect as soon as the start commits; a loss while connected starts the "
+        "reconnect loop (backoff, then recover, per configured delay) unless a stop "
+        "is closing the link; a stop cancels any pending connect, sleep or recover."
+    ),
+    transitions=[
+        _t("open", ["idle", "error"], "connecting"),
+        _t("lost", "connecting", "connecting_lost", do="note_lost_while_connecting"),
+        _t("lost", "connected", "backoff", do="begin_reconnect"),
+        _t(
+            "lost",
+            ["idle", "connecting_lost", "backoff", "recovering", "disconnecting", "error"],
+            None,
+            do="drop_input",
+        ),
+        _t("connect_ok", "connecting", "connected"),
+        _t("connect_ok", "connecting_lost", "backoff", do="begin_reconnect"),
+        _t("connect_failed", ["connecting", "connecting_lost"], "error"),
+        _t("backoff_elapsed", "backoff", "recovering", do="start_recover"),
+        _t("recover_ok", "recovering", "connected", do="commit_recover"),
+        _t("recover_failed", "recovering", "backoff", when="attempts_left", do="retry_recover"),
+        _t("recover_failed", "recovering", "error", do="exhaust_reconnect"),
+        _t(
+            "close",
+            ["connecting", "connecting_lost", "connected", "backoff", "recovering"],
+            "disconnecting",
+            do="request_disconnect",
+        ),
+        _t("closed", "disconnecting", "idle"),
+        _t("close_failed", "disconnecting", "error"),
+        _t("drop", ["connecting", "connecting_lost", "connected"], "idle", do="cleanup_link"),
+        _t("fail", ["connecting", "connecting_lost"], "error", do="cleanup_link"),
+    ],
+)
+
+# --------------------------------------------------------------------------
+# Refresh: at most one patch in flight, later requests coalesce.
+# --------------------------------------------------------------------------
+REFRESH = MachineSpec(
+    "refresh",
+    states=["idle", "patching", "queued"],
+    initial="idle",
+    doc=(
+        "update_session patches a live, connected session; requests arriving while a "
+        "patch is in flight coalesce into one follow-up patch that carries the latest "
+        "config (queued). A failed patch keeps the follow-up. A stop, a lost link or a "
+        "remote end discards the patch in flight."
+    ),
+    transitions=[
+        _t("update", "idle", "patching", when="can_patch", do="start_patch"),
+        _t("update", "idle", None, do="cache_update"),
+        _t("update", "patching", "queued"),
+        _t("update", "queued", None),
+        _t("patch_ok", "patching", "idle", do="commit_patch"),
+        _t("patch_ok", "queued", "patching", do=["commit_patch", "start_patch"]),
+        _t("patch_failed", "patching", "idle", do="fail_patch"),
+        _t("patch_failed", "queued", "patching", do=["fail_patch", "start_patch"]),
+        _t("abort", ["patching", "queued"], "idle", do="discard_patch_for_stop"),
+        _t("lost", ["patching", "queued"], "idle", do="discard_patch_for_reconnect"),
+        _t("end", ["patching", "queued"], "idle", do="discard_patch_for_end"),
+        _t("abort", "idle", None),
+        _t("lost", "idle", None),
+        _t("end", "idle", None),
+    ],
+)
+
+# --------------------------------------------------------------------------
+# Response: the assistant's turn.  A delta while responding is not a
+# lifecycle transition (it only appends) and takes the core's fast path.
+# --------------------------------------------------------------------------
+_RESPONSE_STATES = ["idle", "responding", "interrupted", "completed"]
+RESPONSE = MachineSpec(
+    "response",
+    states=_RESPONSE_STATES,
+    initial="idle",
+    doc=(
+        "response.started opens a turn; a delta after a finished turn opens a new one, "
+        "a delta after an interrupt is dropped; completion after an interrupt keeps the "
+        "turn interrupted (usage is still reported); interrupt() and a lost link "
+        "interrupt a turn in progress."
+    ),
+    transitions=[
+        _t("started", _RESPONSE_STATES, "responding", do="open_response"),
+        _t("delta", ["idle", "completed"], "responding", do="open_response_with_delta"),
+        _t("delta", "responding", None, do="append_delta"),
+        _t("delta", "interrupted", None, do="drop_input"),
+        _t("completed", ["idle", "responding", "completed"], "completed", do="complete_response"),
+        _t("completed", "interrupted", None, do="report_usage"),
+        _t("interrupt", "responding", "interrupted"),
+        _t("interrupt", ["idle", "interrupted", "completed"], None),
+        _t("lost", "responding", "interrupted"),
+        _t("lost", ["idle", "interrupted", "completed"], None),
+        _t("reset", _RESPONSE_STATES, "idle"),
+        _t("sync_idle", _RESPONSE_STATES, "idle"),
+        _t("sync_responding", _RESPONSE_STATES, "responding"),
+        _t("sync_interrupted", _RESPONSE_STATES, "interrupted"),
+        _t("sync_completed", _RESPONSE_STATES, "completed"),
+    ],
+)
+
+# --------------------------------------------------------------------------
+# Audio: whether assistant audio is playing.
+# --------------------------------------------------------------------------
+AUDIO = MachineSpec(
+    "audio",
+    states=["silent", "playing"],
+    initial="silent",
+    doc=(
+        "audio output (or a lipsync level above 0.001) starts playback once; an end, "
+        "an interrupt, an error, a lost link or the end of the session stops it."
+    ),
+    transitions=[
+        _t("start", "silent", "playing", do="emit_audio_start"),
+        _t("start", "playing", None),
+        _t("end", "playing", "silent", do="emit_audio_end"),
+        _t("end", "silent", None),
+    ],
+)
+
+MACHINES: dict[str, MachineSpec] = {
+    spec.name: spec for spec in (SESSION, CONNECTION, REFRESH, RESPONSE, AUDIO)
+}
