@@ -1,0 +1,33 @@
+import anyio
+
+from charivo_fsm import RealtimeTool, RealtimeToolRegistration, create_realtime_manager
+from charivo_fsm.events import AssistantResponseCompleted, AssistantTextDelta, ToolCall
+from charivo_fsm.testing import FakeTransport, RecordingEmitter, settle
+
+
+async def describe_scene(args, context):
+    return {"success": True, "scene": "Cafe", "speaker": context.character.name}
+
+
+async def main() -> None:
+    transport = FakeTransport()  # stands in for a real RealtimeTransport
+    scene = RealtimeToolRegistration(
+        definition=RealtimeTool(name="describeScene", description="Describe the scene."),
+        handler=describe_scene,
+    )
+    events = RecordingEmitter()  # any object with emit(name, payload)
+    async with create_realtime_manager(transport, tools=[scene]) as manager:
+        manager.set_event_emitter(events)
+        manager.set_character({"id": "hiyori", "name": "Hiyori", "voice": {"voice_id": "marin"}})
+        await manager.start_session({"provider": "openai", "model": "gpt-realtime-mini"})
+        await manager.update_session({"voice": "alloy"})  # patched in place
+        transport.emit(AssistantTextDelta("Hello"))  # what a transport reports
+        transport.emit(AssistantResponseCompleted())
+        transport.emit(ToolCall(name="describeScene", args={}, call_id="call-1"))
+        await settle()  # let the tool handler run
+        print(manager.state.session.config.voice, manager.state.response.text)
+        print(transport.calls_to("send_tool_result"))
+    print(manager.state.session.status, events.names()[:2])
+
+
+anyio.run(main)
