@@ -19,8 +19,8 @@ from typing import Any
 
 import attrs
 
-from .errors import CharivoValidationError
 from .model import Character, RealtimeSessionConfig, RealtimeTool
+from .wire import structure_config
 
 __all__ = [
     "DEFAULT_REALTIME_AGENT_INSTRUCTIONS",
@@ -28,7 +28,6 @@ __all__ = [
     "UNNAMED_CHARACTER_LINE",
     "build_character_instructions",
     "build_realtime_session_config",
-    "coerce_session_config",
     "merge_config",
     "with_tools",
 ]
@@ -113,56 +112,6 @@ def build_character_instructions(character: Character | None) -> str:
 
 
 _CONFIG_KEYS = tuple(field.name for field in attrs.fields(RealtimeSessionConfig))
-_TOOL_KEYS = tuple(field.name for field in attrs.fields(RealtimeTool))
-
-
-def _coerce_tool(index: int, value: Any) -> RealtimeTool:
-    if isinstance(value, RealtimeTool):
-        return value
-    if not isinstance(value, Mapping):
-        raise CharivoValidationError(
-            f"tools[{index}] must be a RealtimeTool or a mapping (got {type(value).__name__})"
-        )
-    for key in value:
-        if key not in _TOOL_KEYS:
-            raise CharivoValidationError(f"tools[{index}]: unknown key {key!r}")
-    if "name" not in value:
-        raise CharivoValidationError(f"tools[{index}]: missing key 'name'")
-    try:
-        return RealtimeTool(**value)
-    except CharivoValidationError as error:
-        raise CharivoValidationError(f"tools[{index}].{error.message}") from None
-
-
-def coerce_session_config(
-    value: RealtimeSessionConfig | Mapping[str, Any] | None,
-) -> RealtimeSessionConfig | None:
-    """Return ``value`` as a :class:`RealtimeSessionConfig` (``None`` stays ``None``).
-
-    A ``Mapping`` must use the config's snake_case keys; tools in it may be
-    :class:`RealtimeTool` objects or mappings with its keys.  An unknown key, a
-    value of the wrong type or anything else raises
-    :class:`~charivo_fsm.CharivoValidationError` naming the key.
-    """
-    if value is None or isinstance(value, RealtimeSessionConfig):
-        return value
-    if not isinstance(value, Mapping):
-        raise CharivoValidationError(
-            "config must be a RealtimeSessionConfig, a mapping or None"
-            f" (got {type(value).__name__})"
-        )
-    for key in value:
-        if key not in _CONFIG_KEYS:
-            raise CharivoValidationError(f"unknown config key {key!r}")
-    fields = dict(value)
-    tools = fields.get("tools")
-    if tools is not None:
-        if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Iterable):
-            raise CharivoValidationError(
-                f"tools must be a sequence of tools (got {type(tools).__name__})"
-            )
-        fields["tools"] = tuple(_coerce_tool(i, tool) for i, tool in enumerate(tools))
-    return RealtimeSessionConfig(**fields)
 
 
 def build_realtime_session_config(
@@ -186,7 +135,7 @@ def build_realtime_session_config(
     Called without arguments it gives transport ``webrtc``, tool choice ``auto``,
     no voice and :data:`DEFAULT_REALTIME_AGENT_INSTRUCTIONS`.
     """
-    coerced = coerce_session_config(base_config)
+    coerced = structure_config(base_config)
     base = coerced if coerced is not None else RealtimeSessionConfig()
     voice = base.voice
     if voice is None and character is not None and character.voice is not None:
@@ -215,8 +164,8 @@ def merge_config(
     only from the registry.  Both ``None`` gives ``None``; a missing base is
     treated as an empty config.
     """
-    base_config = coerce_session_config(base)
-    override_config = coerce_session_config(override)
+    base_config = structure_config(base)
+    override_config = structure_config(override)
     if base_config is None and override_config is None:
         return None
     result = base_config if base_config is not None else RealtimeSessionConfig()

@@ -26,9 +26,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
-import attrs
-
-from .config import build_realtime_session_config, merge_config
+from .config import build_realtime_session_config, merge_config, with_tools
 from .errors import (
     CharivoError,
     CharivoStateError,
@@ -429,7 +427,7 @@ class Core:
     def _effective(self) -> RealtimeSessionConfig:
         """The config sent to the transport: base + character, tools from the registry."""
         config = build_realtime_session_config(self._character, self._base)
-        return attrs.evolve(config, tools=self.registry.definitions())
+        return with_tools(config, self.registry.definitions())
 
     @staticmethod
     def _transport_error(error: BaseException, what: str) -> CharivoError:

@@ -12,12 +12,12 @@ from charivo_fsm.config import (
     UNNAMED_CHARACTER_LINE,
     build_character_instructions,
     build_realtime_session_config,
-    coerce_session_config,
     merge_config,
     with_tools,
 )
 from charivo_fsm.errors import CharivoValidationError
 from charivo_fsm.model import Character, CharacterVoice, RealtimeSessionConfig, RealtimeTool
+from charivo_fsm.wire import structure_config
 
 DEFAULT_LINES = DEFAULT_REALTIME_AGENT_INSTRUCTIONS.split("\n")
 
@@ -312,14 +312,14 @@ def test_with_tools_replaces_the_tool_list() -> None:
 # ------------------------------------------------------------ mappings
 
 
-def test_coerce_mapping_with_tool_mappings() -> None:
-    config = coerce_session_config(
+def test_structure_config_mapping_with_tool_mappings() -> None:
+    config = structure_config(
         {"voice": "a", "tools": [{"name": "wave", "description": "Wave"}, TOOL]}
     )
     assert config == RealtimeSessionConfig(
         voice="a", tools=(RealtimeTool(name="wave", description="Wave"), TOOL)
     )
-    assert coerce_session_config(None) is None
+    assert structure_config(None) is None
 
 
 @pytest.mark.parametrize(
@@ -336,12 +336,12 @@ def test_coerce_mapping_with_tool_mappings() -> None:
         ({"tools": [{"description": "no name"}]}, "name"),
     ],
 )
-def test_coerce_rejects_bad_mappings_naming_the_key(value: object, needle: str) -> None:
+def test_structure_config_rejects_bad_mappings_naming_the_key(value: object, needle: str) -> None:
     with pytest.raises(CharivoValidationError) as info:
-        coerce_session_config(value)  # type: ignore[arg-type]
+        structure_config(value)  # type: ignore[arg-type]
     assert needle in str(info.value)
 
 
-def test_coerce_rejects_non_mappings() -> None:
+def test_structure_config_rejects_non_mappings() -> None:
     with pytest.raises(CharivoValidationError):
-        coerce_session_config(["voice"])  # type: ignore[arg-type]
+        structure_config(["voice"])  # type: ignore[arg-type]
