@@ -226,7 +226,7 @@ SESSION = MachineSpec(
         _t("connect_failed", "starting", "stopped", do="fail_start"),
         _t("remote_end", "starting", "stopped", do="fail_start_remote"),
         _t("remote_end", "active", None, when="reconnecting", do="drop_input"),
-        _t("remote_end", "active", "stopped", do="end_remote"),
+        _t("remote_end", "active", "stopped", unless="reconnecting", do="end_remote"),
         _t("remote_end", ["idle", "stopping", "cancelling", "stopped"], None, do="drop_input"),
         _t("stop", "starting", "cancelling", do="cancel_start"),
         _t("stop", "active", "stopping", do="begin_stop"),
@@ -288,7 +288,7 @@ CONNECTION = MachineSpec(
         _t("backoff_elapsed", "backoff", "recovering", do="start_recover"),
         _t("recover_ok", "recovering", "connected", do="commit_recover"),
         _t("recover_failed", "recovering", "backoff", when="attempts_left", do="retry_recover"),
-        _t("recover_failed", "recovering", "error", do="exhaust_reconnect"),
+        _t("recover_failed", "recovering", "error", unless="attempts_left", do="exhaust_reconnect"),
         _t(
             "close",
             ["connecting", "connecting_lost", "connected", "backoff", "recovering"],
@@ -317,7 +317,7 @@ REFRESH = MachineSpec(
     ),
     transitions=[
         _t("update", "idle", "patching", when="can_patch", do="start_patch"),
-        _t("update", "idle", None, do="cache_update"),
+        _t("update", "idle", None, unless="can_patch", do="cache_update"),
         _t("update", "patching", "queued"),
         _t("update", "queued", None),
         _t("patch_ok", "patching", "idle", do="commit_patch"),
