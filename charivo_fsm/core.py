@@ -313,6 +313,7 @@ class Core:
         self._attempt = 0
         self._loop_started = 0.0
         self._recover_error: CharivoError | None = None
+        self._recover_cause: BaseException | None = None  # the raw last recover error
 
         self._calls: dict[str, _ToolCallRecord] = {}
         self._input: Any = None
@@ -795,6 +796,7 @@ class Core:
     def _on_recover_failed(self, error: BaseException) -> None:
         self._link_op = None
         self._recover_error = self._transport_error(error, "recover")
+        self._recover_cause = self._recover_error if isinstance(error, OpTimeout) else error
         self.connection.fire(self, "recover_failed")
 
     def _total_ms(self) -> int:
@@ -832,7 +834,7 @@ class Core:
         error = CharivoTransportError(
             f"Realtime reconnect exhausted after {self._attempt} attempts"
             + (f": {last.message}" if last is not None else ""),
-            cause=last,
+            cause=self._recover_cause,
         )
         self._last_error = error
         total = self._total_ms()
