@@ -139,6 +139,12 @@ class MachineSpec:
         """Whether any transition is declared for (state, trigger), guards aside."""
         return (state, trigger) in self._table
 
+    def refusal(self, state: str, trigger: str) -> str:
+        """Why (state, trigger) is refused, in words (for errors and logs)."""
+        if (state, trigger) in self._table:
+            return f"the {self.name} machine refuses {trigger!r} in state {state!r}: no guard holds"
+        return f"the {self.name} machine does not accept {trigger!r} in state {state!r}"
+
     def runner(self) -> Runner:
         return Runner(self)
 
