@@ -85,6 +85,16 @@ class _Ticket:
             raise self.error
 
 
+class _Turn:
+    """A lifecycle call's place in line (see ``RealtimeManager._queue_lifecycle``)."""
+
+    __slots__ = ("event", "ready")
+
+    def __init__(self, *, ready: bool) -> None:
+        self.ready = ready
+        self.event: anyio.Event | None = None
+
+
 def _check_seconds(name: str, value: Any, *, allow_zero: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CharivoValidationError(f"{name} must be a number of seconds (got {value!r})")
@@ -144,7 +154,7 @@ class RealtimeManager:
         self._tg: anyio.abc.TaskGroup | None = None
         self._entered = False
         self._exited = False
-        self._lock: anyio.Lock | None = None
+        self._lifecycle_queue: list[_Turn] = []
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._draining = False
         self._execute: dict[type, Callable[[Any], None]] = {
@@ -169,7 +179,6 @@ class RealtimeManager:
         if self._entered:
             raise CharivoStateError("A RealtimeManager can be entered only once")
         self._entered = True
-        self._lock = anyio.Lock()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -427,32 +436,59 @@ class RealtimeManager:
         self._core.op_done(token, error, value)
         self._drain()
 
-    async def _lifecycle(self, name: str, call: Callable[..., Awaitable[None]], *args: Any) -> None:
-        lock = self._lock
-        assert lock is not None
-        async with lock:
+    def _queue_lifecycle(self) -> _Turn:
+        """Take a turn for a lifecycle call, in the order the core asked for them.
+
+        Transport lifecycle calls never overlap (D18.6) and run in effect order,
+        whatever order the event loop starts their tasks in.
+        """
+        turn = _Turn(ready=not self._lifecycle_queue)
+        self._lifecycle_queue.append(turn)
+        return turn
+
+    def _release_lifecycle(self, turn: _Turn) -> None:
+        queue = self._lifecycle_queue
+        if turn not in queue:
+            return
+        was_head = queue[0] is turn
+        queue.remove(turn)
+        if was_head and queue:
+            head = queue[0]
+            head.ready = True
+            if head.event is not None:
+                head.event.set()
+
+    async def _lifecycle(
+        self, turn: _Turn, call: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        try:
+            if not turn.ready:
+                turn.event = anyio.Event()
+                await turn.event.wait()
             with anyio.move_on_after(self._transport_timeout) as bound:
                 await call(*args)
             if bound.cancelled_caught:
                 raise OpTimeout(self._transport_timeout)
+        finally:
+            self._release_lifecycle(turn)
 
     def _do_connect(self, effect: Connect) -> None:
-        self._spawn(
-            effect.token, self._lifecycle, "connect", self._transport.connect, effect.config
-        )
+        self._spawn_lifecycle(effect.token, self._transport.connect, effect.config)
 
     def _do_patch(self, effect: Patch) -> None:
-        self._spawn(
-            effect.token, self._lifecycle, "update", self._transport.update_session, effect.config
-        )
+        self._spawn_lifecycle(effect.token, self._transport.update_session, effect.config)
 
     def _do_recover(self, effect: Recover) -> None:
-        self._spawn(
-            effect.token, self._lifecycle, "recover", self._transport.recover, effect.config
-        )
+        self._spawn_lifecycle(effect.token, self._transport.recover, effect.config)
 
     def _do_disconnect(self, effect: Disconnect) -> None:
-        self._spawn(effect.token, self._lifecycle, "disconnect", self._transport.disconnect)
+        self._spawn_lifecycle(effect.token, self._transport.disconnect)
+
+    def _spawn_lifecycle(
+        self, token: int, call: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        turn = self._queue_lifecycle() if self._tg is not None else _Turn(ready=True)
+        self._spawn(token, self._lifecycle, turn, call, *args)
 
     def _do_sleep(self, effect: Sleep) -> None:
         self._spawn(effect.token, anyio.sleep, effect.delay)
