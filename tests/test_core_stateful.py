@@ -1,0 +1,292 @@
+"""Tier 2: a Hypothesis rule-based state machine over the pure core (no event loop).
+
+The test plays the driver: it keeps the effects the core asks for as pending
+operations and lets Hypothesis choose when each one succeeds or fails, in any
+order, interleaved with user commands and transport events.  A small model of
+the rules is checked after every step (the invariants are named after the
+decisions they come from).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import Any
+
+import hypothesis.strategies as st
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from charivo_fsm import (
+    CharivoError,
+    CharivoStateError,
+    RealtimeSessionConfig,
+    RealtimeTool,
+    RealtimeToolRegistration,
+)
+from charivo_fsm import events as ev
+from charivo_fsm.core import (
+    Cancel,
+    Connect,
+    Core,
+    Disconnect,
+    Emit,
+    Log,
+    OpTimeout,
+    Patch,
+    Project,
+    Recover,
+    RunTool,
+    SendToolResult,
+    Settle,
+    Sleep,
+)
+from charivo_fsm.tools import ToolRegistry
+
+VOICES = ("alloy", "marin", "nova", "verse")
+CALL_IDS = ("c1", "c2", "c3")
+
+
+async def _handler(args: dict[str, Any], context: Any) -> dict[str, Any]:  # never awaited here
+    return {"success": True}
+
+
+class _Ticket:
+    def __init__(self) -> None:
+        self.settled: list[CharivoError | None] = []
+
+
+class CoreMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        registry = ToolRegistry()
+        registry.register(
+            RealtimeToolRegistration(
+                definition=RealtimeTool(
+                    name="echo",
+                    parameters={
+                        "type": "object",
+                        "properties": {"n": {"type": "integer"}},
+                        "required": ["n"],
+                    },
+                ),
+                handler=_handler,
+            )
+        )
+        self.now = 0.0
+        ids = itertools.count(1)
+        self.core = Core(
+            registry=registry,
+            reconnect_delays=(0.5, 1.0),
+            clock=lambda: self.now,
+            new_session_id=lambda: f"s{next(ids)}",
+        )
+        self.pending: dict[int, Any] = {}
+        self.emitted: list[tuple[str, Any]] = []
+        self.tickets: list[tuple[str, _Ticket]] = []
+        self.requested_voice: str | None = None
+        self.sends: Counter[str] = Counter()
+        self.tool_calls: Counter[str] = Counter()
+        # voice carried by each config operation, and the voice requested when it was built
+        self.carried: dict[int, tuple[str | None, str | None]] = {}
+        self.committed_voice: str | None = None
+        self.last_op_failed = False
+
+    # ------------------------------------------------------------- the driver
+
+    def drain(self) -> None:
+        announced: CharivoError | None = None
+        for effect in self.core.out:
+            if isinstance(effect, Emit):
+                self.emitted.append((effect.name, effect.payload))
+                if effect.name == "realtime:error":
+                    assert isinstance(effect.payload.error, CharivoError)
+                    announced = effect.payload.error
+                elif effect.name == "realtime:state" and announced is not None:
+                    # D5/D11: the state that follows realtime:error holds that very object
+                    assert effect.payload.state.last_error is announced
+                    announced = None
+            elif isinstance(effect, Cancel):
+                self.pending.pop(effect.token, None)
+            elif isinstance(effect, Settle):
+                effect.ticket.settled.append(effect.error)
+            elif isinstance(effect, (Log, Project)):
+                pass
+            else:
+                if isinstance(effect, SendToolResult):
+                    self.sends[effect.call_id] += 1
+                if isinstance(effect, (Connect, Patch, Recover)):
+                    self.carried[effect.token] = (effect.config.voice, self.requested_voice)
+                self.pending[effect.token] = effect
+        self.core.out.clear()
+        assert announced is None, "realtime:error without the state that records it"
+
+    def ops(self, kind: type) -> list[Any]:
+        return [e for e in self.pending.values() if isinstance(e, kind)]
+
+    # ------------------------------------------------------------------ rules
+
+    @rule(voice=st.sampled_from(VOICES))
+    def start(self, voice: str) -> None:
+        ticket = _Ticket()
+        state = self.core.session.state
+        try:
+            self.core.start(RealtimeSessionConfig(voice=voice), ticket)
+        except CharivoStateError:
+            assert state in ("starting", "active", "stopping", "cancelling")
+            return
+        assert state in ("idle", "stopped")
+        self.requested_voice = voice
+        self.tickets.append(("start", ticket))
+        self.drain()
+
+    @rule(voice=st.sampled_from(VOICES))
+    def update(self, voice: str) -> None:
+        ticket = _Ticket()
+        self.core.update(RealtimeSessionConfig(voice=voice), ticket)
+        self.requested_voice = voice
+        self.tickets.append(("update", ticket))
+        self.drain()
+
+    @rule()
+    def stop(self) -> None:
+        ticket = _Ticket()
+        self.core.stop(ticket)
+        self.tickets.append(("stop", ticket))
+        self.drain()
+
+    @precondition(lambda self: bool(self.pending))
+    @rule(data=st.data(), succeed=st.booleans(), timeout=st.booleans())
+    def finish_op(self, data: st.DataObject, succeed: bool, timeout: bool) -> None:
+        token = data.draw(st.sampled_from(sorted(self.pending)))
+        effect = self.pending.pop(token)
+        if token in self.carried:
+            if succeed:
+                self.committed_voice = self.carried[token][0]
+            self.last_op_failed = not succeed
+        if isinstance(effect, Sleep):
+            self.now += effect.delay
+            self.core.op_done(token)
+        elif succeed:
+            value = {"success": True} if isinstance(effect, RunTool) else None
+            self.core.op_done(token, None, value)
+        elif timeout:
+            self.core.op_done(token, OpTimeout(1.0))
+        else:
+            self.core.op_done(token, RuntimeError("transport failed"))
+        self.drain()
+
+    @rule(
+        event=st.one_of(
+            st.just(ev.SessionStarted()),
+            st.just(ev.SessionEnded()),
+            st.builds(ev.ConnectionLost, cause=st.just("offline")),
+            st.builds(ev.ConnectionLost, cause=st.just("offline"), error=st.just(OSError("x"))),
+            st.just(ev.AssistantResponseStarted()),
+            st.builds(ev.AssistantTextDelta, text=st.sampled_from(["a", "b"])),
+            st.builds(
+                ev.AssistantResponseCompleted,
+                text=st.sampled_from(["", "done"]),
+                usage=st.sampled_from([None, {"total_tokens": 1}]),
+            ),
+            st.just(ev.AudioOutputStarted()),
+            st.just(ev.AudioOutputEnded()),
+            st.builds(ev.AudioLipsync, rms=st.sampled_from([0.0, 0.5])),
+            st.builds(
+                ev.ToolCall,
+                name=st.sampled_from(["echo", "missing"]),
+                args=st.sampled_from([{"n": 1}, {"n": "x"}, {}]),
+                call_id=st.sampled_from((*CALL_IDS, None, "")),
+            ),
+            st.builds(ev.ErrorEvent, error=st.just(RuntimeError("boom"))),
+            st.builds(ev.StateUpdate, response_status=st.sampled_from([None, "responding"])),
+        )
+    )
+    def transport_event(self, event: Any) -> None:
+        if isinstance(event, ev.ToolCall) and event.call_id:
+            self.tool_calls[event.call_id] += 1
+        self.core.on_event(event)
+        self.drain()
+
+    # ------------------------------------------------------------- invariants
+
+    @invariant()
+    def d2_session_boundaries_pair_up(self) -> None:
+        """session:start and session:end alternate, starting with a start."""
+        open_session = False
+        for name, _payload in self.emitted:
+            if name == "realtime:session:start":
+                assert not open_session, "a second session:start before the end"
+                open_session = True
+            elif name == "realtime:session:end":
+                assert open_session, "session:end without a session:start"
+                open_session = False
+        if self.core.session.state in ("idle", "starting", "stopped"):
+            assert not open_session, "the session ended without a session:end"
+
+    @invariant()
+    def d5_at_most_one_lifecycle_call_of_each_kind(self) -> None:
+        assert len(self.ops(Patch)) <= 1
+        assert len(self.ops(Connect)) <= 1
+        assert len(self.ops(Recover)) <= 1
+        assert len([d for d in self.ops(Disconnect) if not d.cleanup]) <= 1
+        assert len(self.ops(Sleep)) <= 1
+        assert not (self.ops(Recover) and self.ops(Sleep))
+
+    @invariant()
+    def d5_patches_only_for_a_live_connected_session(self) -> None:
+        if self.ops(Patch):
+            assert self.core.session.state == "active"
+            assert self.core.connection.state == "connected"
+
+    @invariant()
+    def d5_quiescent_config_is_the_latest_requested(self) -> None:
+        core = self.core
+        if (
+            not self.pending
+            and core.session.state == "active"
+            and core.connection.state == "connected"
+        ):
+            config = core.snapshot().session.config
+            assert config is not None
+            # committed only on success: the config is the one last acknowledged
+            assert config.voice == self.committed_voice
+            # coalesce-to-latest: nothing requested is left behind unless a patch failed
+            if not self.last_op_failed:
+                assert config.voice == self.requested_voice
+
+    @invariant()
+    def d8_one_outcome_and_at_most_one_send_per_call(self) -> None:
+        outcomes: Counter[str] = Counter()
+        for name, payload in self.emitted:
+            if name in ("realtime:tool:result", "realtime:tool:error") and payload.call_id:
+                outcomes[payload.call_id] += 1
+        for call_id, count in self.sends.items():
+            assert count <= self.tool_calls[call_id]
+        for call_id, count in outcomes.items():
+            assert count <= self.tool_calls[call_id]
+        if self.core.running_tool_calls() == 0:
+            assert outcomes == +self.tool_calls
+
+    @invariant()
+    def d4_every_settled_caller_is_settled_once(self) -> None:
+        for _kind, ticket in self.tickets:
+            assert len(ticket.settled) <= 1
+
+    @invariant()
+    def d11_last_error_is_a_charivo_error(self) -> None:
+        error = self.core.last_error
+        assert error is None or isinstance(error, CharivoError)
+
+    @invariant()
+    def d4_stop_converges_when_the_transport_answers(self) -> None:
+        if not self.pending:
+            assert self.core.session.state in ("idle", "active", "stopped")
+            if self.core.session.state != "active":
+                for kind, ticket in self.tickets:
+                    if kind in ("stop", "start"):
+                        assert ticket.settled, f"{kind} caller left waiting"
+
+
+CoreMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+TestCore = CoreMachine.TestCase
