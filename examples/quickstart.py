@@ -1,7 +1,7 @@
 import anyio
 
 from charivo_fsm import RealtimeTool, RealtimeToolRegistration, create_realtime_manager
-from charivo_fsm.events import AssistantResponseCompleted, AssistantTextDelta, ToolCall
+from charivo_fsm.events import AssistantTextDelta, ToolCall
 from charivo_fsm.testing import FakeTransport, RecordingEmitter, settle
 
 
@@ -10,19 +10,15 @@ async def describe_scene(args, context):
 
 
 async def main() -> None:
-    transport = FakeTransport()  # stands in for a real RealtimeTransport
-    scene = RealtimeToolRegistration(
-        definition=RealtimeTool(name="describeScene", description="Describe the scene."),
-        handler=describe_scene,
-    )
-    events = RecordingEmitter()  # any object with emit(name, payload)
-    async with create_realtime_manager(transport, tools=[scene]) as manager:
+    transport, events = FakeTransport(), RecordingEmitter()  # any transport / emitter
+    tool = RealtimeTool(name="describeScene", description="Describe the scene.")
+    tools = [RealtimeToolRegistration(definition=tool, handler=describe_scene)]
+    async with create_realtime_manager(transport, tools=tools) as manager:
         manager.set_event_emitter(events)
         manager.set_character({"id": "hiyori", "name": "Hiyori", "voice": {"voice_id": "marin"}})
         await manager.start_session({"provider": "openai", "model": "gpt-realtime-mini"})
         await manager.update_session({"voice": "alloy"})  # patched in place
         transport.emit(AssistantTextDelta("Hello"))  # what a transport reports
-        transport.emit(AssistantResponseCompleted())
         transport.emit(ToolCall(name="describeScene", args={}, call_id="call-1"))
         await settle()  # let the tool handler run
         print(manager.state.session.config.voice, manager.state.response.text)
