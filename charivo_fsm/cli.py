@@ -1,4 +1,7 @@
-"""The ``charivo-fsm`` command."""
+"""The ``charivo-fsm`` command: ``demo``, ``diagrams`` and ``check``.
+
+Each subcommand lives in its own module; this file only parses arguments.
+"""
 
 from __future__ import annotations
 
@@ -35,22 +38,42 @@ def _diagrams(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(_args: argparse.Namespace) -> int:
-    print(
-        "charivo-fsm demo: not yet -- the demo needs the real WebSocket transport, "
-        "which has not landed yet. Run 'make test' to exercise the engine."
-    )
-    return 0
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from .demo import run_demo
+    except ImportError:
+        print(
+            "charivo-fsm demo: not yet -- the scripted demo has not landed yet. "
+            "Run 'make test' to exercise the engine."
+        )
+        return 0
+    return run_demo(live=args.live)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _check(args: argparse.Namespace) -> int:
+    try:
+        from .testing.check import run_check
+    except ImportError:
+        print("charivo-fsm check: not yet -- the semantic suite has not landed yet.")
+        return 2
+    return run_check(examples=args.examples, seed=args.seed, transport=args.transport)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charivo-fsm",
         description="Realtime session engine built from declared state machines.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
     demo = commands.add_parser("demo", help="run the scripted end-to-end demo")
+    demo.add_argument(
+        "--live",
+        action="store_true",
+        help="talk to the real OpenAI Realtime API (needs OPENAI_API_KEY)",
+    )
     demo.set_defaults(run=_demo)
+
     draw = commands.add_parser("diagrams", help="write one diagram per declared machine")
     draw.add_argument("--format", choices=sorted(diagrams.FORMATS), help="default: both")
     draw.add_argument("--out", default="diagrams", help="directory (default: diagrams)")
@@ -59,7 +82,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     draw.add_argument("--svg", action="store_true", help="also render SVG (needs Graphviz dot)")
     draw.set_defaults(run=_diagrams)
-    args = parser.parse_args(argv)
+
+    check = commands.add_parser(
+        "check", help="run the Hypothesis semantic suite against the engine"
+    )
+    check.add_argument("--examples", type=int, default=200, help="examples per backend")
+    check.add_argument("--seed", type=int, default=None, help="Hypothesis seed")
+    check.add_argument(
+        "--transport",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="a factory returning (transport, faults); default: the built-in FakeTransport",
+    )
+    check.set_defaults(run=_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result
 
