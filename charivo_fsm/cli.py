@@ -6,9 +6,11 @@ Each subcommand lives in its own module; this file only parses arguments.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 from . import diagrams
 from .machines import MACHINES
@@ -38,10 +40,16 @@ def _diagrams(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _load(module: str, name: str) -> Callable[..., int] | None:
     try:
-        from .demo import run_demo
+        return cast("Callable[..., int]", getattr(importlib.import_module(module), name))
     except ImportError:
+        return None
+
+
+def _demo(args: argparse.Namespace) -> int:
+    run_demo = _load("charivo_fsm.demo", "run_demo")
+    if run_demo is None:
         print(
             "charivo-fsm demo: not yet -- the scripted demo has not landed yet. "
             "Run 'make test' to exercise the engine."
@@ -51,9 +59,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    try:
-        from .testing.check import run_check
-    except ImportError:
+    run_check = _load("charivo_fsm.testing.check", "run_check")
+    if run_check is None:
         print("charivo-fsm check: not yet -- the semantic suite has not landed yet.")
         return 2
     return run_check(examples=args.examples, seed=args.seed, transport=args.transport)
