@@ -49,8 +49,3 @@ def test_cli_single_format(tmp_path: Path) -> None:
         [f"{name}.dot" for name in MACHINES] + ["README.md"]
     )
     assert (tmp_path / "refresh.dot").read_text(encoding="utf-8").startswith("digraph refresh {")
-
-
-def test_demo_is_not_yet_available(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
-    assert "not yet" in capsys.readouterr().out
