@@ -26,6 +26,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
+import attrs
+
 from .config import build_realtime_session_config, merge_config, with_tools
 from .errors import (
     CharivoError,
@@ -73,14 +75,17 @@ from .payloads import (
     ReconnectExhaustedPayload,
     ReconnectSuccessPayload,
     SessionBoundaryPayload,
-    StatePayload,
     TextPayload,
     ToolCallPayload,
     ToolErrorPayload,
     ToolResultPayload,
     UsagePayload,
+    lipsync_payload,
+    state_payload,
+    text_payload,
 )
 from .tools import ToolRegistry, check_tool_output, validate_tool_arguments
+from .wire import structure_config
 
 __all__ = [
     "Cancel",
@@ -218,35 +223,37 @@ _EMPTY = EmptyPayload()
 _LIPSYNC_ZERO = LipsyncPayload(0.0)
 _LIPSYNC_THRESHOLD = 0.001
 
+# The fields an update may set on the base config (tools come only from the registry).
+_MERGED_FIELDS = tuple(
+    field.name for field in attrs.fields(RealtimeSessionConfig) if field.name != "tools"
+)
+
 _OpCallback = Callable[[Any], None]
 
 
 class _ToolCallRecord:
-    """Bookkeeping for one tool call id until its outcome and sends are done."""
+    """Bookkeeping for one tool call id until its outcome and sends are done.
 
-    __slots__ = ("name", "phase", "token")
+    The record is also what its pending operation (the handler, or a send) reports
+    to: ``Core.op_done`` hands the outcome to ``Core._tool_op_done`` with the record,
+    which goes on according to the phase.
+    """
 
-    def __init__(self, name: str, token: int, phase: str) -> None:
+    __slots__ = ("call_id", "name", "output", "phase", "token")
+
+    def __init__(self, name: str, call_id: str, phase: str) -> None:
         self.name = name
-        self.token = token
+        self.call_id = call_id
+        self.token = 0
         # running: the handler runs; sending: the success result is being sent;
         # failing: the outcome was emitted, the failure result is being sent.
         self.phase = phase
+        self.output: Mapping[str, Any] | None = None  # the result being sent
 
 
-def _lazy_state(
-    connection: ConnectionState,
-    session: SessionState,
-    status: ResponseStatus,
-    parts: list[str],
-    count: int,
-    last_error: CharivoError | None,
-) -> Callable[[], RealtimeState]:
-    def build() -> RealtimeState:
-        text = parts[0] if count == 1 else "".join(parts[:count])
-        return RealtimeState(connection, session, ResponseState(status, text), last_error)
-
-    return build
+# ``Emit(name, payload)`` without the Python-level ``__new__`` of a NamedTuple (the
+# same object; the emits of a streamed response are the most frequent effects).
+_tuple_new = tuple.__new__
 
 
 # --------------------------------------------------------------------------
@@ -256,6 +263,53 @@ def _lazy_state(
 
 class Core:
     """The synchronous engine of one manager.  See the module docstring."""
+
+    __slots__ = (
+        "_attempt",
+        "_auto_refresh_tools",
+        "_base",
+        "_base_changes",
+        "_batch",
+        "_calls",
+        "_carried",
+        "_cause",
+        "_character",
+        "_character_id",
+        "_cleanup_op",
+        "_clock",
+        "_config",
+        "_connect_op",
+        "_default_tool_timeout",
+        "_delays",
+        "_disconnect_op",
+        "_held_errors",
+        "_input",
+        "_last_error",
+        "_link_op",
+        "_loop_started",
+        "_lost_error",
+        "_new_session_id",
+        "_next_token",
+        "_ops",
+        "_parts",
+        "_patch_op",
+        "_pending",
+        "_recover_cause",
+        "_recover_error",
+        "_session_snap",
+        "_start_ticket",
+        "_stop_tickets",
+        "_waiters",
+        "_want",
+        "audio",
+        "connection",
+        "out",
+        "refresh",
+        "registry",
+        "response",
+        "session",
+        "session_id",
+    )
 
     def __init__(
         self,
@@ -277,11 +331,15 @@ class Core:
         self.audio = AUDIO.runner()
         self._clock = clock
         self._new_session_id = new_session_id
-        self._delays = tuple(float(d) for d in reconnect_delays)
+        self._delays = tuple(map(float, reconnect_delays))
         self._default_tool_timeout = float(default_tool_timeout)
         self._auto_refresh_tools = auto_refresh_tools
 
         self._base: RealtimeSessionConfig | None = default_config
+        # Fields of updates not yet folded into ``_base`` (None: nothing pending).  Folding
+        # them once, when the base is needed, gives the same config as merging every
+        # update in turn (the latest non-None value of each field wins).
+        self._base_changes: dict[str, Any] | None = None
         self._character: Character | None = None
         self._character_id: str | None = None
         self._config: RealtimeSessionConfig | None = None
@@ -291,11 +349,12 @@ class Core:
         self.session_id: str | None = None
 
         self._next_token = 0
-        self._ops: dict[int, tuple[_OpCallback, _OpCallback]] = {}
+        self._ops: dict[int, tuple[_OpCallback, _OpCallback] | _ToolCallRecord] = {}
         self._connect_op: int | None = None
         self._link_op: int | None = None  # the reconnect's current sleep or recover
         self._patch_op: int | None = None
         self._disconnect_op: int | None = None
+        self._cleanup_op: int | None = None  # a clean-up disconnect still pending
 
         # Refresh bookkeeping: every update request gets the next version; an
         # operation that carries the config (connect, patch, recover) records the
@@ -303,10 +362,16 @@ class Core:
         self._want = 0
         self._carried = 0
         self._pending: RealtimeSessionConfig | None = None
-        self._waiters: list[tuple[int, Any]] = []
-        self._held_errors: list[CharivoError] = []
+        # The lists below are None while empty (most of the time): a manager is cheap
+        # to create and keeps few objects for the garbage collector to visit.
+        self._waiters: list[tuple[int, Any]] | None = None
+        # Changes whenever a config operation starts carrying the requests made so far
+        # or waiters are settled: waiters registered while it stays the same are always
+        # settled together, by the same Settle batch (see ``waiter_batch``).
+        self._batch = 0
+        self._held_errors: list[CharivoError] | None = None
         self._start_ticket: Any = None
-        self._stop_tickets: list[Any] = []
+        self._stop_tickets: list[Any] | None = None
 
         self._cause = ""
         self._lost_error: BaseException | None = None
@@ -358,25 +423,25 @@ class Core:
     # --------------------------------------------------------------- emitting
 
     def _emit(self, name: str, payload: Any) -> None:
-        self.out.append(Emit(name, payload))
+        self.out.append(_tuple_new(Emit, (name, payload)))
 
     def _emit_state(self) -> None:
+        # The state is captured now and materialised on first access: the pieces are
+        # immutable, and the text is the first ``count`` parts (later deltas append).
+        connection = _CONNECTION_VALUES[self.connection.state]
+        session = self._session_snap
+        if session is None:
+            session = self._session_state()
+        status = _RESPONSE_VALUES[self.response.state]
         parts = self._parts
-        self.out.append(
-            Emit(
-                "realtime:state",
-                StatePayload(
-                    _lazy_state(
-                        _CONNECTION_VALUES[self.connection.state],
-                        self._session_state(),
-                        _RESPONSE_VALUES[self.response.state],
-                        parts,
-                        len(parts),
-                        self._last_error,
-                    )
-                ),
-            )
-        )
+        count = len(parts)
+        last_error = self._last_error
+
+        def build() -> RealtimeState:
+            text = parts[0] if count == 1 else "".join(parts[:count])
+            return RealtimeState(connection, session, ResponseState(status, text), last_error)
+
+        self.out.append(_tuple_new(Emit, ("realtime:state", state_payload(build))))
 
     def _log(self, level: int, event: str, message: str, **context: Any) -> None:
         context["event"] = event
@@ -404,7 +469,9 @@ class Core:
         callbacks = self._ops.pop(token, None)
         if callbacks is None:
             return
-        if error is None:
+        if isinstance(callbacks, _ToolCallRecord):
+            self._tool_op_done(callbacks, error, value)
+        elif error is None:
             callbacks[0](value)
         else:
             callbacks[1](error)
@@ -416,24 +483,67 @@ class Core:
         if ticket is not None:
             self.out.append(Settle(ticket, error))
 
+    @property
+    def waiter_batch(self) -> int:
+        """Requests registered by :meth:`update` while this value does not change are
+        settled together (same moment, same error): every later config operation
+        carries all of them or none, and a settle of the waiters takes all or none."""
+        return self._batch
+
+    def _carry(self) -> None:
+        """A config operation starts: it carries every request made so far."""
+        self._carried = self._want
+        self._batch += 1
+
     def _settle_waiters(self, upto: int | None, error: CharivoError | None = None) -> None:
+        self._batch += 1
+        waiters = self._waiters
+        if not waiters:
+            return
         keep: list[tuple[int, Any]] = []
-        for version, ticket in self._waiters:
+        for version, ticket in waiters:
             if upto is None or version <= upto:
                 self.out.append(Settle(ticket, error))
             else:
                 keep.append((version, ticket))
-        self._waiters = keep
+        self._waiters = keep or None
+
+    def _merge_base(self, override: RealtimeSessionConfig | None) -> None:
+        """``merge_config(base, override)``, folded lazily (see ``_base_changes``)."""
+        if override is None:
+            return
+        if not isinstance(override, RealtimeSessionConfig):
+            override = structure_config(override)
+        changes = self._base_changes
+        if changes is None:
+            changes = self._base_changes = {}
+        for name in _MERGED_FIELDS:
+            value = getattr(override, name)
+            if value is not None:
+                changes[name] = value
+
+    def _base_config(self) -> RealtimeSessionConfig | None:
+        """The base config with every update so far merged in (D13)."""
+        changes = self._base_changes
+        if changes is not None:
+            self._base_changes = None
+            base = self._base
+            if base is None:
+                base = RealtimeSessionConfig()
+            self._base = merge_config(base, RealtimeSessionConfig(**changes)) if changes else base
+        return self._base
 
     def _effective(self) -> RealtimeSessionConfig:
         """The config sent to the transport: base + character, tools from the registry."""
-        config = build_realtime_session_config(self._character, self._base)
+        config = build_realtime_session_config(self._character, self._base_config())
         return with_tools(config, self.registry.definitions())
 
     @staticmethod
     def _transport_error(error: BaseException, what: str) -> CharivoError:
         if isinstance(error, OpTimeout):
-            return CharivoTimeoutError(f"Realtime transport {what} timed out after {error}")
+            return CharivoTimeoutError(
+                f"Realtime transport {what} timed out after {error.seconds:g}s"
+            )
         return to_charivo_error("transport", error)
 
     # =============================================================== commands
@@ -448,10 +558,13 @@ class Core:
 
     def update(self, override: RealtimeSessionConfig | None, ticket: Any) -> None:
         """update_session: merge the base, then patch, coalesce or cache (D5, D17)."""
-        self._base = merge_config(self._base, override)
+        self._merge_base(override)
         self._want += 1
         if ticket is not None:
-            self._waiters.append((self._want, ticket))
+            waiters = self._waiters
+            if waiters is None:
+                waiters = self._waiters = []
+            waiters.append((self._want, ticket))
         self._input = ticket
         self.refresh.fire(self, "update")
 
@@ -509,12 +622,12 @@ class Core:
 
     def begin_start(self) -> None:
         override, ticket = self._input
-        self._base = merge_config(self._base, override)
+        self._merge_base(override)
         self._want += 1
         self.session_id = self._new_session_id()
         self._start_ticket = ticket
         config = self._effective()
-        self._carried = self._want
+        self._carry()
         self._pending = config
         self.connection.fire(self, "open")
         self.response.fire(self, "reset")
@@ -597,13 +710,13 @@ class Core:
         self._end_session_id()
 
     def cancel_start(self) -> None:
-        self._stop_tickets.append(self._input)
+        self._add_stop_ticket(self._input)
         self._settle_waiters(None)
         self.connection.fire(self, "close")
         self._emit_state()
 
     def begin_stop(self) -> None:
-        self._stop_tickets.append(self._input)
+        self._add_stop_ticket(self._input)
         self.refresh.fire(self, "abort")
         self._settle_waiters(None)
         self._cancel_tools("the session was stopped")
@@ -612,7 +725,7 @@ class Core:
         self._emit_state()
 
     def join_stop(self) -> None:
-        self._stop_tickets.append(self._input)
+        self._add_stop_ticket(self._input)
 
     def stop_noop(self) -> None:
         self._settle(self._input)
@@ -628,10 +741,16 @@ class Core:
         self.connection.fire(self, "close_failed")
         self.session.fire(self, "disconnect_failed")
 
+    def _add_stop_ticket(self, ticket: Any) -> None:
+        tickets = self._stop_tickets
+        if tickets is None:
+            tickets = self._stop_tickets = []
+        tickets.append(ticket)
+
     def _settle_stops(self, error: CharivoError | None) -> None:
-        for ticket in self._stop_tickets:
+        tickets, self._stop_tickets = self._stop_tickets, None
+        for ticket in tickets or ():
             self._settle(ticket, error)
-        self._stop_tickets = []
 
     def finish_stop(self) -> None:
         self._last_error = None
@@ -784,7 +903,7 @@ class Core:
 
     def start_recover(self) -> None:
         config = self._effective()
-        self._carried = self._want
+        self._carry()
         self._pending = config
         token = self._link_op = self._op(self._on_recover_ok, self._on_recover_failed)
         self.out.append(Recover(token, config))
@@ -859,6 +978,15 @@ class Core:
         self._connect_op = None
         self._cancel(self._link_op)
         self._link_op = None
+        cleanup = self._cleanup_op
+        if cleanup is not None and cleanup in self._ops:
+            # A clean-up disconnect is still pending (the start being cancelled was
+            # waiting for it): that call closes the link, so the stop adopts its
+            # outcome instead of queueing a second disconnect behind it (D3, D4).
+            self._ops[cleanup] = (self._on_disconnect_ok, self._on_disconnect_failed)
+            self._cleanup_op = None
+            self._disconnect_op = cleanup
+            return
         token = self._disconnect_op = self._op(self._on_disconnect_ok, self._on_disconnect_failed)
         self.out.append(Disconnect(token, False))
 
@@ -870,22 +998,26 @@ class Core:
         self._cleanup_disconnect()
 
     def _cleanup_disconnect(self) -> None:
-        def failed(error: BaseException) -> None:
-            self._log(
-                logging.WARNING,
-                "transport.error",
-                "Realtime clean-up disconnect failed",
-                error=self._transport_error(error, "disconnect").message,
-            )
-
-        token = self._op(_ignore, failed)
+        token = self._cleanup_op = self._op(self._on_cleanup_ok, self._on_cleanup_failed)
         self.out.append(Disconnect(token, True))
+
+    def _on_cleanup_ok(self, _value: Any) -> None:
+        self._cleanup_op = None
+
+    def _on_cleanup_failed(self, error: BaseException) -> None:
+        self._cleanup_op = None
+        self._log(
+            logging.WARNING,
+            "transport.error",
+            "Realtime clean-up disconnect failed",
+            error=self._transport_error(error, "disconnect").message,
+        )
 
     # ========================================================= refresh effects
 
     def start_patch(self) -> None:
         config = self._effective()
-        self._carried = self._want
+        self._carry()
         self._pending = config
         self._last_error = None
         self._emit_state()
@@ -931,13 +1063,13 @@ class Core:
             model=config.model,
         )
         self._settle_waiters(self._carried)
-        held, self._held_errors = self._held_errors, []
-        for error in held:
+        held, self._held_errors = self._held_errors, None
+        for error in held or ():
             self._apply_error(error)
 
     def fail_patch(self) -> None:
         error: CharivoError = self._input
-        self._held_errors = []  # folded into this failure (D17.3)
+        self._held_errors = None  # folded into this failure (D17.3)
         self._last_error = error
         self._emit("realtime:error", ErrorPayload(error))
         self._emit_state()
@@ -949,21 +1081,21 @@ class Core:
     def discard_patch_for_stop(self) -> None:
         self._cancel(self._patch_op)
         self._patch_op = None
-        for _error in self._held_errors:
+        for _error in self._held_errors or ():
             self._drop("error held by a patch discarded by stop")
-        self._held_errors = []
+        self._held_errors = None
 
     def discard_patch_for_reconnect(self) -> None:
         self._cancel(self._patch_op)
         self._patch_op = None
         if self._held_errors:
             self._last_error = self._held_errors[-1]
-        self._held_errors = []
+        self._held_errors = None
 
     def discard_patch_for_end(self) -> None:
         self._cancel(self._patch_op)
         self._patch_op = None
-        self._held_errors = []
+        self._held_errors = None
 
     # ======================================================== response effects
 
@@ -976,17 +1108,19 @@ class Core:
         text: str = self._input
         self._parts = [text]
         self._emit("realtime:assistant:start", AssistantStartPayload(self.snapshot()))
-        payload = TextPayload(text)
-        self.out.append(Emit("realtime:text:delta", payload))
-        self.out.append(Emit("realtime:assistant:delta", payload))
+        payload = text_payload(text)
+        out = self.out
+        out.append(_tuple_new(Emit, ("realtime:text:delta", payload)))
+        out.append(_tuple_new(Emit, ("realtime:assistant:delta", payload)))
         self._emit_state()
 
     def append_delta(self) -> None:
         text: str = self._input
         self._parts.append(text)
-        payload = TextPayload(text)
-        self.out.append(Emit("realtime:text:delta", payload))
-        self.out.append(Emit("realtime:assistant:delta", payload))
+        payload = text_payload(text)
+        out = self.out
+        out.append(_tuple_new(Emit, ("realtime:text:delta", payload)))
+        out.append(_tuple_new(Emit, ("realtime:assistant:delta", payload)))
         self._emit_state()
 
     def complete_response(self) -> None:
@@ -1083,10 +1217,7 @@ class Core:
             self._between_sessions(event)
             return
         self._input = event.text
-        if self.response.state == "responding":
-            self.append_delta()  # the declared stay-transition, without the lookup
-        else:
-            self.response.fire(self, "delta")
+        self.response.fire(self, "delta")
 
     def _on_response_completed(self, event: AssistantResponseCompleted) -> None:
         if not self._between_sessions(event):
@@ -1106,9 +1237,9 @@ class Core:
             self._between_sessions(event)
             return
         rms = event.rms
-        if rms > _LIPSYNC_THRESHOLD and self.audio.state == "silent":
+        if rms > _LIPSYNC_THRESHOLD:
             self.audio.fire(self, "start")
-        self.out.append(Emit("tts:lipsync:update", LipsyncPayload(rms)))
+        self.out.append(_tuple_new(Emit, ("tts:lipsync:update", lipsync_payload(rms))))
 
     def _on_tool_result(self, event: ToolResult) -> None:
         if not self._between_sessions(event):
@@ -1131,7 +1262,10 @@ class Core:
             self._last_error = error  # D6: no realtime:error while reconnecting
             self._emit_state()
         elif self.refresh.state != "idle":
-            self._held_errors.append(error)  # D17.3
+            held = self._held_errors
+            if held is None:
+                held = self._held_errors = []
+            held.append(error)  # D17.3
         else:
             self._apply_error(error)
 
@@ -1189,12 +1323,36 @@ class Core:
             registration.timeout if registration.timeout is not None else self._default_tool_timeout
         )
         context = RealtimeToolContext(self._character, self.snapshot(), call_id)
-        token = self._op(
-            lambda output: self._on_tool_returned(call_id, output),
-            lambda error: self._on_tool_raised(call_id, error),
-        )
-        self._calls[call_id] = _ToolCallRecord(name, token, "running")
+        record = self._calls[call_id] = _ToolCallRecord(name, call_id, "running")
+        token = self._tool_op(record)
         self.out.append(RunTool(token, name, registration.handler, args, context, timeout))
+
+    def _tool_op(self, record: _ToolCallRecord) -> int:
+        """A token for the operation of ``record``'s current phase (see op_done)."""
+        self._next_token += 1
+        token = record.token = self._next_token
+        self._ops[token] = record
+        return token
+
+    def _tool_op_done(
+        self, record: _ToolCallRecord, error: BaseException | None, value: Any
+    ) -> None:
+        call_id, phase = record.call_id, record.phase
+        if phase == "running":
+            if error is None:
+                self._on_tool_returned(call_id, value)
+            else:
+                self._on_tool_raised(call_id, error)
+        elif phase == "sending":
+            if error is None:
+                assert record.output is not None
+                self._on_tool_sent(call_id, record.output)
+            else:
+                self._on_tool_send_failed(call_id, error)
+        elif error is None:  # failing
+            self._on_tool_send_done(call_id)
+        else:
+            self._on_failure_send_failed(record.name, call_id, error)
 
     def _tool_outcome_error(self, name: str, call_id: str | None, error: CharivoError) -> None:
         self._log(
@@ -1210,11 +1368,8 @@ class Core:
     def _tool_failed(self, name: str, call_id: str, error: CharivoError) -> None:
         """The failure path: one tool:error, one failure result sent (D8)."""
         self._tool_outcome_error(name, call_id, error)
-        token = self._op(
-            lambda _v: self._on_tool_send_done(call_id),
-            lambda err: self._on_failure_send_failed(name, call_id, err),
-        )
-        self._calls[call_id] = _ToolCallRecord(name, token, "failing")
+        record = self._calls[call_id] = _ToolCallRecord(name, call_id, "failing")
+        token = self._tool_op(record)
         self.out.append(SendToolResult(token, call_id, {"success": False, "error": error.message}))
 
     def _on_tool_returned(self, call_id: str, output: Any) -> None:
@@ -1224,12 +1379,9 @@ class Core:
         except CharivoValidationError as invalid:
             self._tool_failed(record.name, call_id, invalid)
             return
-        token = self._op(
-            lambda _v: self._on_tool_sent(call_id, checked),
-            lambda err: self._on_tool_send_failed(call_id, err),
-        )
-        record.token = token
         record.phase = "sending"
+        record.output = checked
+        token = self._tool_op(record)
         self.out.append(SendToolResult(token, call_id, checked))
 
     def _on_tool_raised(self, call_id: str, error: BaseException) -> None:
@@ -1292,10 +1444,6 @@ class Core:
 
     def running_tool_calls(self) -> int:
         return len(self._calls)
-
-
-def _ignore(_value: Any) -> None:
-    return None
 
 
 _EVENT_HANDLERS: dict[type, Callable[[Core, Any], None]] = {

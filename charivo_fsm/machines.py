@@ -16,9 +16,13 @@ Rules of this file:
   returns ``False`` and the caller turns that into a named error.
 * Executing a declared machine per manager must be cheap (thousands of
   managers per process, microseconds per event), so a manager never builds a
-  ``transitions.Machine``: :func:`compile_machine` turns the declaration into a
-  flat ``(state, trigger) -> candidates`` table and :class:`Runner` (two
-  slots) walks it.
+  ``transitions.Machine``: :meth:`MachineSpec.bind` turns the declaration into a
+  flat ``(state, trigger) -> candidates`` table and compiles every entry of it
+  into one *step* function (the declared guards, destination and effects of
+  that entry, in declaration order, and nothing else); :class:`Runner` (two
+  slots) looks the step up by state and trigger and calls it.  Every input,
+  including the frequent ones (a text delta while responding), goes through
+  the step compiled from its declaration.
 """
 
 from __future__ import annotations
@@ -63,6 +67,16 @@ class Edge:
 # resolved to plain functions of the core.
 _Fn = Callable[[Any], Any]
 _Candidate = tuple[tuple[_Fn, ...], tuple[_Fn, ...], str | None, tuple[_Fn, ...]]
+# A compiled (state, trigger) entry: takes the runner and the core, applies the
+# first candidate whose guards hold, returns whether one did.
+_Step = Callable[["Runner", Any], bool]
+
+
+class _Steps(dict[str, dict[str, _Step]]):
+    """state -> trigger -> step; a state the machine does not declare accepts nothing."""
+
+    def __missing__(self, state: str) -> dict[str, _Step]:
+        return {}
 
 
 class MachineSpec:
@@ -98,6 +112,7 @@ class MachineSpec:
         self.edges: tuple[Edge, ...] = tuple(self._read_edges())
         self.triggers: tuple[str, ...] = tuple(self.machine.events)
         self._table: dict[tuple[str, str], tuple[_Candidate, ...]] = {}
+        self._steps: dict[str, dict[str, _Step]] = _Steps()
 
     def _read_edges(self) -> Iterator[Edge]:
         for trigger, event in self.machine.events.items():
@@ -134,6 +149,10 @@ class MachineSpec:
             )
             table.setdefault((edge.source, edge.trigger), []).append(candidate)
         self._table = {key: tuple(value) for key, value in table.items()}
+        steps = _Steps({state: {} for state in self.states})
+        for (source, trigger), candidates in self._table.items():
+            steps.setdefault(source, {})[trigger] = _compile_step(candidates)
+        self._steps = steps
 
     def accepts(self, state: str, trigger: str) -> bool:
         """Whether any transition is declared for (state, trigger), guards aside."""
@@ -168,20 +187,94 @@ class Runner:
         The new state is written before the effects run.  Returns ``False``
         (and changes nothing) when the machine refuses the trigger.
         """
-        candidates = self.spec._table.get((self.state, trigger))
-        if candidates is None:
+        step = self.spec._steps[self.state].get(trigger)
+        if step is None:
             return False
+        return step(self, core)
+
+    def __repr__(self) -> str:
+        return f"<{self.spec.name} machine in {self.state!r}>"
+
+
+def _accept(runner: Runner, core: Any) -> bool:
+    return True
+
+
+def _compile_step(candidates: tuple[_Candidate, ...]) -> _Step:
+    """One function for one (state, trigger) entry of the table.
+
+    The common shapes (a single unguarded candidate with no, one or several
+    effects, staying or moving) get a function without loops or guard checks;
+    anything guarded walks its candidates in declaration order.  Either way the
+    new state is written before the effects run, exactly as declared.
+    """
+    if len(candidates) == 1 and not candidates[0][0] and not candidates[0][1]:
+        _conditions, _unless, dest, effects = candidates[0]
+        if dest is None:
+            if not effects:
+                return _accept
+            if len(effects) == 1:
+                (only,) = effects
+
+                def stay_one(runner: Runner, core: Any) -> bool:
+                    only(core)
+                    return True
+
+                return stay_one
+
+            def stay_many(runner: Runner, core: Any) -> bool:
+                for effect in effects:
+                    effect(core)
+                return True
+
+            return stay_many
+        target: str = dest
+        if not effects:
+
+            def move(runner: Runner, core: Any) -> bool:
+                runner.state = target
+                return True
+
+            return move
+        if len(effects) == 1:
+            (first,) = effects
+
+            def move_one(runner: Runner, core: Any) -> bool:
+                runner.state = target
+                first(core)
+                return True
+
+            return move_one
+
+        def move_many(runner: Runner, core: Any) -> bool:
+            runner.state = target
+            for effect in effects:
+                effect(core)
+            return True
+
+        return move_many
+
+    def guarded(runner: Runner, core: Any) -> bool:
         for conditions, unless, dest, effects in candidates:
-            if all(g(core) for g in conditions) and not any(g(core) for g in unless):
+            held = True
+            for guard in conditions:
+                if not guard(core):
+                    held = False
+                    break
+            if held:
+                for guard in unless:
+                    if guard(core):
+                        held = False
+                        break
+            if held:
                 if dest is not None:
-                    self.state = dest
+                    runner.state = dest
                 for effect in effects:
                     effect(core)
                 return True
         return False
 
-    def __repr__(self) -> str:
-        return f"<{self.spec.name} machine in {self.state!r}>"
+    return guarded
 
 
 def _t(
@@ -340,8 +433,8 @@ REFRESH = MachineSpec(
 )
 
 # --------------------------------------------------------------------------
-# Response: the assistant's turn.  A delta while responding is not a
-# lifecycle transition (it only appends) and takes the core's fast path.
+# Response: the assistant's turn.  A delta while responding stays in
+# ``responding`` and appends (the most frequent input of all).
 # --------------------------------------------------------------------------
 _RESPONSE_STATES = ["idle", "responding", "interrupted", "completed"]
 RESPONSE = MachineSpec(

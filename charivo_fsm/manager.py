@@ -2,23 +2,54 @@
 
 The manager owns a task group (``async with manager:``), feeds user commands
 and transport events to the pure :class:`~charivo_fsm.core.Core` and executes
-the effects it returns: emits and log records synchronously, transport calls,
-sleeps and tool handlers in tasks of its own, each in a cancel scope the core
-can cancel.  Every wait goes through anyio, so the manager runs on asyncio and
-trio and under a virtual clock.
+the effects it returns: emits and log records synchronously, transport
+lifecycle calls and sleeps in tasks of their own, each in a cancel scope the
+core can cancel.  Every wait goes through anyio, so the manager runs on asyncio
+and trio and under a virtual clock.
+
+Tool handlers and tool-result sends are *operations* run by workers, so that one
+that finishes without suspending does not pay for a task of its own:
+
+* an operation is queued; the manager's one *free* worker (a task of the task
+  group, spawned when needed, parked on an event when there is nothing to do)
+  takes it and drives the operation's coroutine by hand, inside the worker's
+  own cancel scope;
+* if the coroutine returns at its first step (a handler that computes its
+  result, a send into a buffer), that was all: its outcome goes to the core and
+  the worker takes the next operation;
+* if it suspends, the coroutine stays with the task it started in -- a
+  coroutine that has suspended cannot be moved to another task, since what it
+  waits on (an asyncio future, a trio trap, the cancel scopes it entered) is
+  bound to that task.  The worker becomes that operation's task: its cancel
+  scope now takes the operation's deadline (start time + timeout) and is what
+  the core's cancel cancels, and other workers (as many as operations are
+  queued, up to 64 at a time) are spawned to serve the queue.
+
+So the time limit and cancellation of D8 hold as for a task per operation:
+cancellation is delivered at the operation's first suspension at the latest,
+and a deadline counts from the moment the operation started.  An operation
+that was cancelled before it started, or has a zero timeout, runs inside cancel
+scopes entered before its first step (exactly as a task of its own would).
+Each operation runs in a copy of the context it was requested in, as a task
+spawned at that moment would.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import math
+import types
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .core import (
     Cancel,
@@ -60,11 +91,16 @@ class EventEmitter(Protocol):
 
 
 class _Ticket:
-    """A caller waiting for the core to settle its request."""
+    """A caller waiting for the core to settle its request.
 
-    __slots__ = ("done", "error", "event")
+    Several ``update_session`` callers may share one ticket: requests made while
+    the core's ``waiter_batch`` stays the same are always settled together.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("batch", "done", "error", "event")
+
+    def __init__(self, batch: int = -1) -> None:
+        self.batch = batch
         self.done = False
         self.error: CharivoError | None = None
         self.event: anyio.Event | None = None
@@ -79,10 +115,66 @@ class _Ticket:
 
     async def wait(self) -> None:
         if not self.done:
-            self.event = anyio.Event()
-            await self.event.wait()
+            event = self.event
+            if event is None:
+                event = self.event = anyio.Event()
+            await event.wait()
         if self.error is not None:
             raise self.error
+
+
+class _Op:
+    """A tool handler or a tool-result send, run by a worker (see the module docs)."""
+
+    __slots__ = (
+        "args",
+        "cancelled",
+        "context",
+        "fn",
+        "scope",
+        "started",
+        "suspended",
+        "timeout",
+        "token",
+    )
+
+    def __init__(
+        self,
+        token: int,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        timeout: float,
+        context: contextvars.Context,
+    ) -> None:
+        self.token = token
+        self.fn = fn
+        self.args = args
+        self.timeout = timeout
+        self.context = context
+        self.cancelled = False  # the core cancelled it
+        self.suspended = False  # its coroutine suspended (it owns its worker's task)
+        self.scope: anyio.CancelScope | None = None  # what the core's cancel cancels
+        self.started = 0.0
+
+
+async def _awaiting(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _coroutine_of(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
+    """``fn(*args)`` as a coroutine object (a plain awaitable is wrapped in one)."""
+    awaitable = fn(*args)
+    if type(awaitable) is types.CoroutineType:
+        return awaitable
+    return _awaiting(awaitable)
+
+
+# A free worker yields to the event loop after this many operations in a row, so a
+# burst of tool calls does not hold the loop for the whole burst.
+_FAIR_BATCH = 32
+# At most this many workers are spawned at once when an operation suspends and others
+# are queued behind it.
+_FAN_OUT = 64
 
 
 class _Turn:
@@ -95,7 +187,12 @@ class _Turn:
         self.event: anyio.Event | None = None
 
 
+_DEFAULT_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 5.0)
+
+
 def _check_seconds(name: str, value: Any, *, allow_zero: bool = True) -> float:
+    if type(value) is float and 0.0 < value < math.inf:  # the common case, decided at once
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CharivoValidationError(f"{name} must be a number of seconds (got {value!r})")
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
@@ -103,8 +200,55 @@ def _check_seconds(name: str, value: Any, *, allow_zero: bool = True) -> float:
     return float(value)
 
 
+def _loop_clock() -> Callable[[], float]:
+    """``anyio.current_time`` of the running event loop, looked up once: on asyncio
+    that is the loop's own ``time`` (what anyio reads, virtual under looptime)."""
+    loop = asyncio._get_running_loop()
+    if loop is not None:
+        try:
+            # the same clock (read twice, so not necessarily the same reading)
+            if abs(loop.time() - anyio.current_time()) < 1e-3:
+                return loop.time
+        except Exception:  # pragma: no cover - not anyio's asyncio loop after all
+            pass
+    return anyio.current_time
+
+
+def _now() -> float:
+    try:
+        return anyio.current_time()
+    except Exception:  # outside an event loop (never while a session runs)
+        return 0.0
+
+
+def _new_session_id() -> str:
+    return str(uuid.uuid4())
+
+
 class RealtimeManager:
     """A realtime session manager: see CONTRACT §4 and the README."""
+
+    __slots__ = (
+        "__weakref__",
+        "_core",
+        "_draining",
+        "_emitter",
+        "_entered",
+        "_exited",
+        "_free",
+        "_idle",
+        "_lifecycle_queue",
+        "_logger",
+        "_logger_failures",
+        "_ops",
+        "_projectors",
+        "_ready",
+        "_scopes",
+        "_tg",
+        "_transport",
+        "_transport_timeout",
+        "_update_ticket",
+    )
 
     def __init__(
         self,
@@ -115,14 +259,17 @@ class RealtimeManager:
         default_tool_timeout: float = 10.0,
         result_projectors: Iterable[ResultProjector] = (),
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
-        reconnect_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 5.0),
+        reconnect_delays: Sequence[float] = _DEFAULT_DELAYS,
         transport_timeout: float = 30.0,
         auto_refresh_tools: bool = False,
     ) -> None:
         for method in ("connect", "update_session", "recover", "disconnect", "on_event"):
             if not callable(getattr(transport, method, None)):
                 raise CharivoValidationError(f"transport lacks the method {method!r}")
-        delays = tuple(_check_seconds("reconnect_delays[]", d) for d in reconnect_delays)
+        if reconnect_delays is _DEFAULT_DELAYS:
+            delays = _DEFAULT_DELAYS  # already checked
+        else:
+            delays = tuple(_check_seconds("reconnect_delays[]", d) for d in reconnect_delays)
         if not delays:
             raise CharivoValidationError("reconnect_delays must hold at least one delay")
         self._transport_timeout = _check_seconds(
@@ -146,31 +293,25 @@ class RealtimeManager:
             reconnect_delays=delays,
             default_tool_timeout=tool_timeout,
             auto_refresh_tools=bool(auto_refresh_tools),
-            clock=self._now,
-            new_session_id=lambda: str(uuid.uuid4()),
+            clock=_now,
+            new_session_id=_new_session_id,
         )
         for registration in tools:
             self._core.registry.register(registration)
         self._tg: anyio.abc.TaskGroup | None = None
         self._entered = False
         self._exited = False
-        self._lifecycle_queue: list[_Turn] = []
+        self._lifecycle_queue: list[_Turn] | None = None  # created when first needed
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._draining = False
-        self._execute: dict[type, Callable[[Any], None]] = {
-            Emit: self._do_emit,
-            Log: self._do_log,
-            Settle: self._do_settle,
-            Cancel: self._do_cancel,
-            Connect: self._do_connect,
-            Patch: self._do_patch,
-            Recover: self._do_recover,
-            Disconnect: self._do_disconnect,
-            Sleep: self._do_sleep,
-            RunTool: self._do_run_tool,
-            SendToolResult: self._do_send_tool_result,
-            Project: self._do_project,
-        }
+        # Operations run by workers: queued ones, and every one not finished yet.
+        self._ready: deque[_Op] | None = None
+        self._ops: dict[int, _Op] = {}
+        # Workers serving the queue: spawned, running it, or parked (at most one, on
+        # _idle).  A worker whose operation suspended is that operation's and not counted.
+        self._free = 0
+        self._idle: anyio.Event | None = None
+        self._update_ticket: _Ticket | None = None
         transport.on_event(self._on_transport_event)
 
     # ---------------------------------------------------------------- lifetime
@@ -210,12 +351,6 @@ class RealtimeManager:
             await tg.__aexit__(None, None, None)
             self._tg = None
         return False
-
-    def _now(self) -> float:
-        try:
-            return anyio.current_time()
-        except Exception:  # outside an event loop (never while a session runs)
-            return 0.0
 
     def _require_entered(self) -> None:
         if not self._entered or self._exited or self._tg is None:
@@ -274,8 +409,13 @@ class RealtimeManager:
     ) -> None:
         self._require_entered()
         override = structure_config(config)
-        ticket = _Ticket()
-        self._core.update(override, ticket)
+        core = self._core
+        batch = core.waiter_batch
+        ticket = self._update_ticket
+        if ticket is None or ticket.batch != batch or ticket.done:
+            # Requests of one batch are settled together, so they share one ticket.
+            ticket = self._update_ticket = _Ticket(batch)
+        core.update(override, ticket)
         self._drain()
         await ticket.wait()
 
@@ -335,15 +475,22 @@ class RealtimeManager:
             return  # the outer drain picks up what was appended
         self._draining = True
         out = self._core.out
-        execute = self._execute
-        index = 0
+        execute = _EXECUTE
+        done = 0
         try:
-            while index < len(out):
-                effect = out[index]
-                index += 1
-                execute[type(effect)](effect)
+            for effect in out:  # also visits what executing an effect appends
+                done += 1
+                if type(effect) is Emit:  # the most frequent effect, executed in line
+                    emitter = self._emitter
+                    if emitter is not None:
+                        try:
+                            emitter.emit(effect[0], effect[1])
+                        except Exception as error:
+                            self._listener_failed(effect[0], error)
+                else:
+                    execute[type(effect)](self, effect)
         finally:
-            del out[:index]
+            del out[:done]
             self._draining = False
 
     def _do_emit(self, effect: Emit) -> None:
@@ -353,13 +500,16 @@ class RealtimeManager:
         try:
             emitter.emit(effect.name, effect.payload)
         except Exception as error:
-            self._module_log(
-                logging.WARNING,
-                "listener.failed",
-                "Realtime event listener failed",
-                name=effect.name,
-                error=repr(error),
-            )
+            self._listener_failed(effect.name, error)
+
+    def _listener_failed(self, name: str, error: Exception) -> None:
+        self._module_log(
+            logging.WARNING,
+            "listener.failed",
+            "Realtime event listener failed",
+            name=name,
+            error=repr(error),
+        )
 
     def _module_log(self, level: int, event: str, message: str, **context: Any) -> None:
         context["event"] = event
@@ -377,7 +527,10 @@ class RealtimeManager:
     def _log(self, level: int, message: str, context: dict[str, Any]) -> None:
         logger = self._logger
         try:
-            if isinstance(logger, logging.LoggerAdapter):
+            if type(logger) is logging.Logger:
+                if logger.isEnabledFor(level):  # what Logger.log checks first
+                    logger.log(level, message, extra={"charivo": context})
+            elif isinstance(logger, logging.LoggerAdapter):
                 if not logger.isEnabledFor(level):
                     return
                 msg, kwargs = logger.process(message, {"extra": {}})
@@ -402,6 +555,13 @@ class RealtimeManager:
         effect.ticket.settle(effect.error)
 
     def _do_cancel(self, effect: Cancel) -> None:
+        op = self._ops.pop(effect.token, None)
+        if op is not None:
+            op.cancelled = True
+            if op.scope is not None:
+                op.scope.cancel()
+            # else: queued or in its first step -- cancelled when it starts/suspends
+            return
         scope = self._scopes.pop(effect.token, None)
         if scope is not None:
             scope.cancel()
@@ -442,13 +602,16 @@ class RealtimeManager:
         Transport lifecycle calls never overlap (D18.6) and run in effect order,
         whatever order the event loop starts their tasks in.
         """
-        turn = _Turn(ready=not self._lifecycle_queue)
-        self._lifecycle_queue.append(turn)
+        queue = self._lifecycle_queue
+        if queue is None:
+            queue = self._lifecycle_queue = []
+        turn = _Turn(ready=not queue)
+        queue.append(turn)
         return turn
 
     def _release_lifecycle(self, turn: _Turn) -> None:
         queue = self._lifecycle_queue
-        if turn not in queue:
+        if queue is None or turn not in queue:
             return
         was_head = queue[0] is turn
         queue.remove(turn)
@@ -494,23 +657,228 @@ class RealtimeManager:
         self._spawn(effect.token, anyio.sleep, effect.delay)
 
     def _do_run_tool(self, effect: RunTool) -> None:
-        self._spawn(effect.token, self._run_handler, effect)
-
-    async def _run_handler(self, effect: RunTool) -> Any:
-        with anyio.move_on_after(effect.timeout) as bound:
-            return await effect.handler(effect.args, effect.context)
-        if bound.cancelled_caught:
-            raise OpTimeout(effect.timeout)
-        raise AssertionError("unreachable")  # pragma: no cover
+        self._enqueue(effect.token, effect.handler, (effect.args, effect.context), effect.timeout)
 
     def _do_send_tool_result(self, effect: SendToolResult) -> None:
-        self._spawn(effect.token, self._send_tool_result, effect.call_id, effect.output)
+        self._enqueue(
+            effect.token,
+            self._transport.send_tool_result,
+            (effect.call_id, effect.output),
+            self._transport_timeout,
+        )
 
-    async def _send_tool_result(self, call_id: str, output: Mapping[str, Any]) -> None:
-        with anyio.move_on_after(self._transport_timeout) as bound:
-            await self._transport.send_tool_result(call_id, output)
-        if bound.cancelled_caught:
-            raise OpTimeout(self._transport_timeout)
+    # ------------------------------------------------------------- operations
+
+    def _enqueue(
+        self,
+        token: int,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        timeout: float,
+    ) -> None:
+        """Queue an operation for the free worker (spawning one if there is none)."""
+        tg = self._tg
+        if tg is None:
+            # Not running (after exit): nothing can be awaited any more.
+            self._core.op_done(token, CharivoStateError("RealtimeManager is not running"))
+            return
+        op = _Op(token, fn, args, timeout, contextvars.copy_context())
+        ready = self._ready
+        if ready is None:
+            ready = self._ready = deque()
+        ready.append(op)
+        self._ops[token] = op
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set()
+        elif not self._free:
+            self._free = 1
+            tg.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        """Serve the queue of operations (see the module docs).
+
+        A worker is spawned free (counted in ``_free``).  When an operation suspends in
+        it, it becomes that operation's task and stops being free (``_handoff``); once
+        the operation is over it serves the queue again if no other worker does, and
+        ends otherwise.  A free worker that finds the queue empty while another free
+        worker exists ends; the last one parks on ``_idle``.
+        """
+        ready = self._ready
+        assert ready is not None
+        clock = _loop_clock()
+        free = True  # counted in self._free
+        running: _Op | None = None
+        parked: anyio.Event | None = None
+        try:
+            while free:
+                with anyio.CancelScope() as scope:
+                    served = 0
+                    while True:
+                        if not ready:
+                            if self._free > 1 or self._idle is not None:
+                                free = False  # another free worker serves the queue
+                                self._free -= 1
+                                return
+                            # Let the tasks that are ready run once before parking: a
+                            # caller that waits for a result and then asks again finds
+                            # this worker still free, and no wake-up is needed.
+                            await anyio.lowlevel.checkpoint()
+                            if ready:
+                                continue
+                            if self._free > 1 or self._idle is not None:
+                                free = False
+                                self._free -= 1
+                                return
+                            parked = self._idle = anyio.Event()
+                            await parked.wait()
+                            parked = None
+                            continue
+                        op = running = ready.popleft()
+                        if op.cancelled or op.timeout <= 0:
+                            await self._run_guarded(op)
+                        else:
+                            await self._run(op, scope, clock)
+                        running = None
+                        if op.suspended:
+                            free = False  # _handoff took it off the count
+                        if not free or scope.cancel_called:
+                            break
+                        served += 1
+                        if served == _FAIR_BATCH:
+                            served = 0
+                            await anyio.lowlevel.checkpoint()
+                if running is not None:
+                    # This worker's scope stopped the operation it had become the task
+                    # of (so it had suspended): its deadline passed, or the core
+                    # cancelled it.
+                    stopped, running = running, None
+                    free = False
+                    self._finish(stopped, OpTimeout(stopped.timeout), None)
+                if not free and not self._free:
+                    free = True  # nobody serves the queue: take it back
+                    self._free = 1
+        finally:
+            if running is not None and running.suspended:
+                free = False  # already taken off the count
+            if free:
+                self._free -= 1
+                if parked is not None and self._idle is parked:
+                    self._idle = None
+
+    def _handoff(self) -> None:
+        """A free worker's operation suspended: the worker is now that operation's task.
+        Enough workers are made free to start the queued operations in the next round
+        of the event loop (as tasks spawned for them would), up to ``_FAN_OUT``."""
+        self._free -= 1
+        tg = self._tg
+        if not self._ready or tg is None:
+            return
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set()
+        for _ in range(min(len(self._ready), _FAN_OUT) - self._free):
+            self._free += 1
+            tg.start_soon(self._worker)
+
+    async def _run(self, op: _Op, scope: anyio.CancelScope, clock: Callable[[], float]) -> None:
+        """Run ``op`` in the worker; ``scope`` becomes its scope if it suspends."""
+        op.started = clock()
+        error: BaseException | None = None
+        value: Any = None
+        context = op.context
+        try:
+            # The first step, in this task: most operations end here.
+            coroutine = context.run(_coroutine_of, op.fn, op.args)
+            try:
+                yielded = context.run(coroutine.send, None)
+            except StopIteration as stop:
+                value = stop.value
+            else:
+                value = await self._resume(op, coroutine, yielded, scope)
+        except Exception as raised:
+            error = raised
+        self._finish(op, error, value)
+
+    async def _run_guarded(self, op: _Op) -> None:
+        """Run ``op`` inside cancel scopes entered before its first step (an operation
+        cancelled before it started, or with a zero timeout)."""
+        error: BaseException | None = None
+        value: Any = None
+        scope = op.scope = anyio.CancelScope()
+        if op.cancelled:
+            scope.cancel()
+        context = op.context
+        with scope:
+            try:
+                with anyio.move_on_after(op.timeout) as bound:
+                    coroutine = context.run(_coroutine_of, op.fn, op.args)
+                    try:
+                        yielded = context.run(coroutine.send, None)
+                    except StopIteration as stop:
+                        value = stop.value
+                    else:
+                        value = await self._resume(op, coroutine, yielded, None)
+                if bound.cancelled_caught:
+                    raise OpTimeout(op.timeout)
+            except Exception as raised:
+                error = raised
+        self._finish(op, error, value)
+
+    @types.coroutine
+    def _resume(
+        self,
+        op: _Op,
+        coroutine: Coroutine[Any, Any, Any],
+        yielded: Any,
+        scope: anyio.CancelScope | None,
+    ) -> Generator[Any, Any, Any]:
+        """The rest of ``await coroutine`` after its first step suspended with
+        ``yielded``, in ``op.context``: every value it yields goes to the event loop and
+        every value or exception the loop sends back goes to it, as ``await`` does.
+
+        The first step ran in this task, so this task stays the coroutine's: it stops
+        serving the queue (``_handoff``), and ``scope`` (the worker's) takes the
+        operation's deadline and the core's cancel.
+        """
+        context = op.context
+        op.suspended = True
+        self._handoff()
+        if scope is not None:
+            op.scope = scope
+            if op.cancelled:
+                scope.cancel()
+            else:
+                scope.deadline = op.started + op.timeout
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as thrown:
+                try:
+                    yielded = context.run(coroutine.throw, thrown)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = context.run(coroutine.send, sent)
+                except StopIteration as stop:
+                    return stop.value
+
+    def _finish(self, op: _Op, error: BaseException | None, value: Any) -> None:
+        if self._ops.get(op.token) is op:
+            del self._ops[op.token]
+        if op.cancelled:
+            return  # cancelled by the core: it has already forgotten the token
+        op.context.run(self._complete, op.token, error, value)
+
+    def _complete(self, token: int, error: BaseException | None, value: Any) -> None:
+        self._core.op_done(token, error, value)
+        self._drain()
 
     def _do_project(self, effect: Project) -> None:
         if not self._projectors:
@@ -544,6 +912,23 @@ class RealtimeManager:
         return context
 
 
+_EXECUTE: dict[type, Callable[[RealtimeManager, Any], None]] = {
+    Emit: RealtimeManager._do_emit,
+    Log: RealtimeManager._do_log,
+    Settle: RealtimeManager._do_settle,
+    Cancel: RealtimeManager._do_cancel,
+    Connect: RealtimeManager._do_connect,
+    Patch: RealtimeManager._do_patch,
+    Recover: RealtimeManager._do_recover,
+    Disconnect: RealtimeManager._do_disconnect,
+    Sleep: RealtimeManager._do_sleep,
+    RunTool: RealtimeManager._do_run_tool,
+    SendToolResult: RealtimeManager._do_send_tool_result,
+    Project: RealtimeManager._do_project,
+}
+"""How each effect is executed (the emit is also executed in line by ``_drain``)."""
+
+
 def create_realtime_manager(
     transport: RealtimeTransport,
     *,
@@ -552,7 +937,7 @@ def create_realtime_manager(
     default_tool_timeout: float = 10.0,
     result_projectors: Iterable[ResultProjector] = (),
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
-    reconnect_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 5.0),
+    reconnect_delays: Sequence[float] = _DEFAULT_DELAYS,
     transport_timeout: float = 30.0,
     auto_refresh_tools: bool = False,
 ) -> RealtimeManager:

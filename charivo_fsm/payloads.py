@@ -176,6 +176,37 @@ class LipsyncPayload:
     rms: float
 
 
+# The payloads of a streamed response are built once per delta (and per lipsync
+# level); these build the very same objects as ``TextPayload(text)``,
+# ``LipsyncPayload(rms)`` and ``StatePayload(source)`` without going through the
+# generated ``__init__`` (they write the slot the way it does).
+_new = object.__new__
+_set_text = TextPayload.__dict__["text"].__set__
+_set_source = StatePayload.__dict__["_source"].__set__
+_set_rms = LipsyncPayload.__dict__["rms"].__set__
+
+
+def text_payload(text: str) -> TextPayload:
+    """``TextPayload(text)``."""
+    payload: TextPayload = _new(TextPayload)
+    _set_text(payload, text)
+    return payload
+
+
+def lipsync_payload(rms: float) -> LipsyncPayload:
+    """``LipsyncPayload(rms)``."""
+    payload: LipsyncPayload = _new(LipsyncPayload)
+    _set_rms(payload, rms)
+    return payload
+
+
+def state_payload(source: RealtimeState | Callable[[], RealtimeState]) -> StatePayload:
+    """``StatePayload(source)``."""
+    payload: StatePayload = _new(StatePayload)
+    _set_source(payload, source)
+    return payload
+
+
 EMITTED_EVENTS: dict[str, type[Any]] = {
     "realtime:state": StatePayload,
     "realtime:session:start": SessionBoundaryPayload,

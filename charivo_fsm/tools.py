@@ -18,6 +18,7 @@ Rules this module implements (SEMANTICS D8, D17.9, D18.4, R68–R72):
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import re
 import threading
@@ -34,6 +35,7 @@ from .model import RealtimeTool, RealtimeToolRegistration
 
 __all__ = [
     "MAX_ARGUMENT_DEPTH",
+    "MAX_TOOL_ARGUMENT_BYTES",
     "SCHEMA_CACHE_SIZE",
     "ProjectorContext",
     "ResultProjector",
@@ -58,6 +60,13 @@ entries are evicted beyond that; an evicted schema is simply compiled again)."""
 
 MAX_ARGUMENT_DEPTH = 64
 """Deepest container nesting accepted in tool arguments and tool outputs."""
+
+MAX_TOOL_ARGUMENT_BYTES = 1024 * 1024
+"""Largest tool-argument payload accepted, in bytes of its compact JSON encoding (UTF-8).
+Read at call time by :func:`validate_tool_arguments` unless it is given ``max_bytes``."""
+
+_ASCII_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+_UTF8_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 _DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 _JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
@@ -134,6 +143,18 @@ class SchemaCacheInfo(NamedTuple):
 
 _cache: OrderedDict[str, Validator] = OrderedDict()
 _cache_lock = threading.Lock()
+# The canonical JSON text of a schema is its cache key (the same text as
+# ``json.dumps(parameters, sort_keys=True, separators=(",", ":"), allow_nan=False)``).
+_KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+# Computing that key is most of the cost of registering a tool whose schema is already
+# compiled, and the same parameters object is typically registered again and again (one
+# tool definition, thousands of managers).  So a second, smaller table remembers, per
+# parameters dict object, a marshal snapshot of its content, its key and its validator:
+# when the object is registered again and marshals to the same bytes, its content is
+# unchanged -- marshal output is unambiguous and tells True, 1 and 1.0 apart, so equal
+# bytes mean an equal canonical JSON text -- and the key is reused.  A mutated dict, a
+# Mapping that is not a plain dict or a value marshal refuses takes the full path.
+_seen: dict[int, tuple[Any, bytes, str, Validator]] = {}
 _cache_hits = 0
 _cache_misses = 0
 
@@ -149,6 +170,7 @@ def clear_schema_cache() -> None:
     global _cache_hits, _cache_misses
     with _cache_lock:
         _cache.clear()
+        _seen.clear()
         _cache_hits = 0
         _cache_misses = 0
 
@@ -253,10 +275,21 @@ def compile_schema(parameters: Mapping[str, Any], name: str | None = None) -> Va
     the problem.
     """
     global _cache_hits, _cache_misses
-    if not isinstance(parameters, Mapping):
+    plain = type(parameters) is dict
+    if not plain and not isinstance(parameters, Mapping):
         _schema_error(name, f"parameters must be an object (got {type(parameters).__name__})")
+    snapshot = _marshal_snapshot(parameters) if plain else None
+    if snapshot is not None:
+        with _cache_lock:
+            seen = _seen.get(id(parameters))
+            if seen is not None and seen[0] is parameters and seen[1] == snapshot:
+                cached = _cache.get(seen[2])
+                if cached is not None and cached is seen[3]:
+                    _cache.move_to_end(seen[2])
+                    _cache_hits += 1
+                    return cached
     try:
-        key = json.dumps(parameters, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        key = _KEY_JSON.encode(parameters)
     except (TypeError, ValueError, RecursionError) as exc:
         _schema_error(name, f"it is not JSON-serialisable ({exc})")
     with _cache_lock:
@@ -264,6 +297,7 @@ def compile_schema(parameters: Mapping[str, Any], name: str | None = None) -> Va
         if cached is not None:
             _cache.move_to_end(key)
             _cache_hits += 1
+            _remember(parameters, snapshot, key, cached)
             return cached
 
     # A private, plain-JSON copy in declaration order: fastjsonschema rewrites references
@@ -300,11 +334,29 @@ def compile_schema(parameters: Mapping[str, Any], name: str | None = None) -> Va
         existing = _cache.get(key)
         if existing is not None:  # another thread compiled it meanwhile
             _cache.move_to_end(key)
+            _remember(parameters, snapshot, key, existing)
             return existing
         _cache[key] = validator
         while len(_cache) > SCHEMA_CACHE_SIZE:
             _cache.popitem(last=False)
+        _remember(parameters, snapshot, key, validator)
     return validator
+
+
+def _marshal_snapshot(parameters: Any) -> bytes | None:
+    try:
+        return marshal.dumps(parameters, 2)  # version 2: no back-references
+    except Exception:  # a value marshal cannot write, nested too deeply, ...
+        return None
+
+
+def _remember(parameters: Any, snapshot: bytes | None, key: str, validator: Validator) -> None:
+    """Note ``parameters``' key and validator (call with ``_cache_lock`` held)."""
+    if snapshot is None:
+        return
+    _seen[id(parameters)] = (parameters, snapshot, key, validator)
+    while len(_seen) > SCHEMA_CACHE_SIZE:
+        del _seen[next(iter(_seen))]
 
 
 # ------------------------------------------------------------------ argument validation
@@ -318,15 +370,19 @@ def _normalise(value: Any, path: str, depth: int) -> Any:
     """Copy ``value`` as plain JSON containers (dicts and lists), rejecting non-finite
     numbers, non-string keys, values JSON cannot carry (sets, bytes, objects) and
     nesting deeper than :data:`MAX_ARGUMENT_DEPTH`."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Refused(f'property "{path}" must be a finite number')
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # the usual leaves
         return value
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise _Refused(f'property "{path}" must be a finite number')
-        return value
-    if isinstance(value, Mapping):
+    if kind is not dict:
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise _Refused(f'property "{path}" must be a finite number')
+            return value
+        if isinstance(value, Decimal):
+            if not value.is_finite():
+                raise _Refused(f'property "{path}" must be a finite number')
+            return value
+    if kind is dict or isinstance(value, Mapping):
         if depth >= MAX_ARGUMENT_DEPTH:
             raise _Refused("arguments are nested too deeply")
         copied: dict[str, Any] = {}
@@ -447,12 +503,16 @@ def _describe(exc: fastjsonschema.JsonSchemaValueException) -> str:
     return f"{subject} {rest}"
 
 
-def validate_tool_arguments(name: str, validator: Validator, args: Any) -> dict[str, Any]:
+def validate_tool_arguments(
+    name: str, validator: Validator, args: Any, *, max_bytes: int | None = None
+) -> dict[str, Any]:
     """Validate ``args`` for tool ``name``; return them as a fresh plain ``dict``.
 
     Order of checks: ``args`` must be a mapping (R68); then a pre-walk rejects nesting
     deeper than :data:`MAX_ARGUMENT_DEPTH`, non-string keys, non-finite numbers and
-    values that are not JSON (sets, bytes, arbitrary objects) anywhere; then the
+    values that are not JSON (sets, bytes, arbitrary objects) anywhere; then arguments
+    whose compact JSON encoding exceeds ``max_bytes`` (default
+    :data:`MAX_TOOL_ARGUMENT_BYTES`) are refused; then the
     compiled schema decides, in its own check order.  The returned dict is a deep copy
     made of dicts and lists, so a handler cannot alter the arguments other parties saw.
     Every failure is a :class:`CharivoValidationError`.
@@ -470,6 +530,19 @@ def validate_tool_arguments(name: str, validator: Validator, args: Any) -> dict[
         raise CharivoValidationError(
             prefix + f"arguments could not be read ({type(exc).__name__}: {exc})", cause=exc
         ) from exc
+    limit = MAX_TOOL_ARGUMENT_BYTES if max_bytes is None else max_bytes
+    try:
+        size = len(_ASCII_JSON.encode(data))  # never less than the UTF-8 size
+        if size > limit:
+            size = len(_UTF8_JSON.encode(data).encode("utf-8", "surrogatepass"))
+    except ValueError as exc:  # an int beyond sys.get_int_max_str_digits()
+        raise CharivoValidationError(
+            prefix + f"arguments cannot be encoded as JSON ({exc})"
+        ) from None
+    if size > limit:
+        raise CharivoValidationError(
+            prefix + f"arguments are too large ({size} bytes of JSON; the limit is {limit})"
+        )
     try:
         validator(data)
     except fastjsonschema.JsonSchemaValueException as exc:
@@ -489,12 +562,15 @@ def validate_tool_arguments(name: str, validator: Validator, args: Any) -> dict[
 
 
 def _output_problem(value: Any, path: str, depth: int) -> str | None:
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or value is None:  # the usual leaves
+        return None
     where = f'property "{path}"'
     if value is None or isinstance(value, (str, bool, int)):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{where} is not a finite number ({value!r})"
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         if depth >= MAX_ARGUMENT_DEPTH:
             return f"{where if path else 'the output'} is nested too deeply"
         for key, item in value.items():
@@ -547,6 +623,9 @@ class ToolEntry:
     validator: Validator
 
 
+_entries_seen: dict[int, ToolEntry] = {}
+
+
 class ToolRegistry:
     """Tools keyed by ``definition.name``, in insertion order.
 
@@ -570,7 +649,18 @@ class ToolRegistry:
             )
         definition = registration.definition
         validator = compile_schema(definition.parameters, definition.name)
-        entry = ToolEntry(registration=registration, validator=validator)
+        # A ToolEntry is immutable: registries holding the same registration with the
+        # same compiled validator share one (thousands of managers, the same tools).
+        entry = _entries_seen.get(id(registration))
+        if (
+            entry is None
+            or entry.registration is not registration
+            or entry.validator is not validator
+        ):
+            entry = ToolEntry(registration=registration, validator=validator)
+            _entries_seen[id(registration)] = entry
+            while len(_entries_seen) > SCHEMA_CACHE_SIZE:
+                _entries_seen.pop(next(iter(_entries_seen)), None)
         self._entries[definition.name] = entry
         self._definitions = None
         return entry

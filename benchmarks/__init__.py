@@ -1,0 +1,22 @@
+"""Benchmarks of charivo_fsm: ``make bench`` (``python -m benchmarks``).
+
+Workloads (sizes and mix of the TypeScript original's figures):
+
+a. 1,000,000 transport events (60% text delta, 30% lipsync, 5% response started,
+   5% response completed) through the transport callback of an active session, as
+   one burst and with the event loop run every 1,000 events;
+b. 100,000 tool calls until the transport has received 100,000 results, all in
+   flight at once and one at a time;
+c. creating 10,000 managers, each with its own fake transport and 3 tools;
+d. 10,000 concurrent ``update_session`` calls, each in its own task, while one
+   patch is parked in flight;
+e. one response of 100,000 deltas: cost per delta over the last 10% / first 10%;
+f. 1,000 concurrent entered sessions fed the workload-a mix at 50 events/s each:
+   callback-to-emitter latency and memory per entered session;
+g. floors measured in the same runs: bare ``emit`` calls for a, bare anyio tasks
+   for b and d.
+
+Every figure is the median of 5 runs after a warm-up (min-max spread).  The table
+is printed, written to ``benchmarks/results.json`` and into the README's
+Performance section.  Timing lives here only, never in the unit tests.
+"""
