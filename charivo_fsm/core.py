@@ -713,6 +713,7 @@ class Core:
         self._add_stop_ticket(self._input)
         self._settle_waiters(None)
         self.connection.fire(self, "close")
+        self._touch_session()
         self._emit_state()
 
     def begin_stop(self) -> None:
