@@ -8,22 +8,55 @@
 * :class:`LocalRealtimeServer` — an embedded OpenAI-Realtime-compatible
   WebSocket server on 127.0.0.1 with fault injection (see
   :mod:`charivo_fsm.testing.server`), with :class:`ToolTrigger`,
-  :class:`HandshakeRecord` and :data:`GarbageKind`.
+  :class:`HandshakeRecord` and :data:`GarbageKind`;
+* the semantic suite (:mod:`charivo_fsm.testing.suite`, ``charivo-fsm check``):
+  :class:`TransportFaults`, the fault-injection interface a transport author
+  implements (:class:`FakeTransportFaults` implements it for the fake), a
+  :data:`TransportFactory` returning ``(transport, faults)``, the named
+  :data:`INVARIANTS`, and :func:`run_suite` / :func:`run_program` /
+  :func:`run_steps` to run driver programs against the engine (they need the
+  test extras: Hypothesis, trio, looptime).
 """
 
 from .fake import METHODS, Call, FakeTransport, Gate, MethodName, RecordingEmitter, settle
 from .server import GarbageKind, HandshakeRecord, LocalRealtimeServer, ToolTrigger
+from .suite import (
+    INVARIANTS,
+    FakeTransportFaults,
+    Invariant,
+    InvariantViolation,
+    SuiteConfig,
+    SuiteResult,
+    TransportFactory,
+    TransportFaults,
+    fake_transport_factory,
+    run_program,
+    run_steps,
+    run_suite,
+)
 
 __all__ = [
+    "INVARIANTS",
     "METHODS",
     "Call",
     "FakeTransport",
+    "FakeTransportFaults",
     "GarbageKind",
     "Gate",
     "HandshakeRecord",
+    "Invariant",
+    "InvariantViolation",
     "LocalRealtimeServer",
     "MethodName",
     "RecordingEmitter",
+    "SuiteConfig",
+    "SuiteResult",
     "ToolTrigger",
+    "TransportFactory",
+    "TransportFaults",
+    "fake_transport_factory",
+    "run_program",
+    "run_steps",
+    "run_suite",
     "settle",
 ]
