@@ -393,6 +393,13 @@ class Core:
             )
         return snap
 
+    def _sync_character_id(self) -> None:
+        """Rewrite ``character_id`` from the current character (R83) and drop the
+        cached session snapshot."""
+        character = self._character
+        self._character_id = character.id if character is not None else None
+        self._session_snap = None
+
     def _touch_session(self) -> None:
         self._session_snap = None
 
@@ -634,8 +641,7 @@ class Core:
         self._parts = []
         self._config = None
         self._last_error = None
-        self._character_id = self._character.id if self._character is not None else None
-        self._touch_session()
+        self._sync_character_id()
         self._emit_state()
         token = self._connect_op = self._op(self._on_connect_ok, self._on_connect_failed)
         self.out.append(Connect(token, config))
@@ -653,8 +659,7 @@ class Core:
 
     def commit_start(self) -> None:
         self._config = self._pending
-        self._character_id = self._character.id if self._character is not None else None
-        self._touch_session()
+        self._sync_character_id()
         self._emit_state()
         self._log(
             logging.INFO,
@@ -680,7 +685,7 @@ class Core:
     def _finish_session(self) -> None:
         """Common end of every session: status stopped, config None, response idle."""
         self._config = None
-        self._character_id = self._character.id if self._character is not None else None
+        self._sync_character_id()
         self.response.fire(self, "reset")
         self._parts = []
         self._touch_session()
@@ -925,8 +930,7 @@ class Core:
     def commit_recover(self) -> None:
         self._config = self._pending
         self._last_error = None
-        self._character_id = self._character.id if self._character is not None else None
-        self._touch_session()
+        self._sync_character_id()
         self._emit_state()
         total = self._total_ms()
         self._emit(
@@ -1051,8 +1055,7 @@ class Core:
     def commit_patch(self) -> None:
         self._config = self._pending
         self._last_error = None
-        self._character_id = self._character.id if self._character is not None else None
-        self._touch_session()
+        self._sync_character_id()
         self._emit_state()
         config = self._config
         assert config is not None
