@@ -9,7 +9,10 @@ Mark async tests with ``pytest.mark.anyio``.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +44,40 @@ def fake() -> FakeTransport:
 @pytest.fixture
 def emitter() -> RecordingEmitter:
     return RecordingEmitter()
+
+
+_logger_ids = itertools.count()
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[logging.Logger, list[logging.LogRecord]]]:
+    """A fresh logger at DEBUG (not propagating) and the records it receives."""
+    logger = logging.getLogger(f"test.captured.{next(_logger_ids)}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    handler = _Capture()
+    logger.addHandler(handler)
+    yield logger, handler.records
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
+def module_records() -> Iterator[list[logging.LogRecord]]:
+    """Records written to the module logger ``charivo_fsm``."""
+    logger = logging.getLogger("charivo_fsm")
+    handler = _Capture()
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    yield handler.records
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -43,42 +42,6 @@ from charivo_fsm.testing import FakeTransport, RecordingEmitter, settle
 pytestmark = pytest.mark.anyio
 
 # ------------------------------------------------------------------------------ helpers
-
-_logger_ids = itertools.count()
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def captured() -> Iterator[tuple[logging.Logger, list[logging.LogRecord]]]:
-    """A fresh logger at DEBUG (not propagating) and the records it receives."""
-    logger = logging.getLogger(f"test.decisions.session.{next(_logger_ids)}")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    handler = _Capture()
-    logger.addHandler(handler)
-    yield logger, handler.records
-    logger.removeHandler(handler)
-
-
-@pytest.fixture
-def module_records() -> Iterator[list[logging.LogRecord]]:
-    """Records written to the module logger ``charivo_fsm``."""
-    logger = logging.getLogger("charivo_fsm")
-    handler = _Capture()
-    old_level = logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
-    yield handler.records
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 def events_of(records: list[logging.LogRecord], event: str) -> list[logging.LogRecord]:

@@ -7,9 +7,8 @@ trio), so "advance N ms" is ``await anyio.sleep(N / 1000)``.
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -28,29 +27,6 @@ from charivo_fsm.events import ConnectionLost, ErrorEvent, ToolCall
 from charivo_fsm.testing import FakeTransport, RecordingEmitter, settle
 
 pytestmark = pytest.mark.anyio
-
-_logger_ids = itertools.count()
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def captured() -> Iterator[tuple[logging.Logger, list[logging.LogRecord]]]:
-    """A fresh logger at DEBUG (not propagating) and the records it receives."""
-    logger = logging.getLogger(f"test.scenarios.session.{next(_logger_ids)}")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    handler = _Capture()
-    logger.addHandler(handler)
-    yield logger, handler.records
-    logger.removeHandler(handler)
 
 
 def ctx(record: logging.LogRecord) -> dict[str, Any]:
