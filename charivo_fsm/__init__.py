@@ -26,9 +26,10 @@ from .model import (
     ResponseStatus,
     SessionState,
     SessionStatus,
+    TurnDetection,
 )
 from .tools import ProjectorContext, ResultProjector
-from .transport import RealtimeTransport
+from .transport import RealtimeTransport, VoiceTransport
 
 _logging.getLogger("charivo_fsm").addHandler(_logging.NullHandler())
 
@@ -58,6 +59,8 @@ __all__ = [
     "ResultProjector",
     "SessionState",
     "SessionStatus",
+    "TurnDetection",
+    "VoiceTransport",
     "build_realtime_session_config",
     "create_realtime_manager",
     "to_charivo_error",

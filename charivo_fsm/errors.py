@@ -75,9 +75,43 @@ class CharivoTransportError(_FixedCodeError):
 
 
 class CharivoProviderError(_FixedCodeError):
-    """The provider answered with an error."""
+    """The provider answered with an error.
+
+    ``provider_code``, ``provider_type`` and ``param`` keep the service's own
+    error fields (for OpenAI Realtime: ``error.code`` such as
+    ``"rate_limit_exceeded"``, ``error.type`` such as
+    ``"invalid_request_error"`` and ``error.param``), ``None`` when absent, so
+    an app can tell a rate limit from an invalid value or an expired session.
+    ``code`` stays ``CHARIVO_PROVIDER_ERROR``.
+    """
 
     default_code = "CHARIVO_PROVIDER_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: BaseException | None = None,
+        provider_code: str | None = None,
+        provider_type: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, cause=cause)
+        self.provider_code = provider_code
+        self.provider_type = provider_type
+        self.param = param
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {name}={value!r}"
+            for name, value in (
+                ("provider_code", self.provider_code),
+                ("provider_type", self.provider_type),
+                ("param", self.param),
+            )
+            if value is not None
+        )
+        return f"{type(self).__name__}({self.message!r}, code={self.code!r}{extra})"
 
 
 class CharivoValidationError(_FixedCodeError):

@@ -19,17 +19,22 @@ __all__ = [
     "AssistantResponseStarted",
     "AssistantTextDelta",
     "AudioLipsync",
+    "AudioOutputDelta",
     "AudioOutputEnded",
     "AudioOutputStarted",
     "ConnectionLost",
     "ErrorEvent",
+    "RateLimitsUpdated",
     "SessionEnded",
     "SessionStarted",
     "StateUpdate",
     "ToolCall",
     "ToolResult",
     "TransportEvent",
+    "UserSpeechStarted",
+    "UserSpeechStopped",
     "UserTranscript",
+    "UserTranscriptDelta",
 ]
 
 
@@ -69,11 +74,22 @@ class AssistantTextDelta:
 
 @attrs.frozen(slots=True)
 class AssistantResponseCompleted:
+    """The end of a response.
+
+    ``status`` is the service's final status: ``completed``, ``cancelled``
+    (by the user's ``interrupt()`` or by the service's turn detection: the
+    response then ends as ``interrupted``), ``incomplete`` or ``failed``;
+    ``reason`` is the service's reason when it gives one (``turn_detected``,
+    ``client_cancelled``, ``max_output_tokens``, ...).
+    """
+
     type: ClassVar[str] = "assistant.response.completed"
     text: str = ""
     usage: Mapping[str, Any] | None = None
     model: str | None = None
     response_id: str | None = None
+    status: str = "completed"
+    reason: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -84,6 +100,55 @@ class AudioOutputStarted:
 @attrs.frozen(slots=True)
 class AudioOutputEnded:
     type: ClassVar[str] = "audio.output.ended"
+
+
+@attrs.frozen(slots=True)
+class AudioOutputDelta:
+    """A chunk of the model's voice, exactly as the service sent it.
+
+    ``audio`` is in the session's output format (PCM16 mono little-endian
+    24 kHz unless ``output_audio_format`` says otherwise); ``item_id`` names the
+    assistant audio item it belongs to (needed to truncate it on barge-in).
+    """
+
+    type: ClassVar[str] = "audio.output.delta"
+    audio: bytes
+    item_id: str | None = None
+
+
+@attrs.frozen(slots=True)
+class UserSpeechStarted:
+    """The service's turn detection heard the user start speaking."""
+
+    type: ClassVar[str] = "user.speech.started"
+    item_id: str | None = None
+    audio_start_ms: int | None = None
+
+
+@attrs.frozen(slots=True)
+class UserSpeechStopped:
+    """The service's turn detection heard the user stop speaking."""
+
+    type: ClassVar[str] = "user.speech.stopped"
+    item_id: str | None = None
+    audio_end_ms: int | None = None
+
+
+@attrs.frozen(slots=True)
+class UserTranscriptDelta:
+    """A partial transcript of the user's speech."""
+
+    type: ClassVar[str] = "user.transcript.delta"
+    text: str
+    item_id: str | None = None
+
+
+@attrs.frozen(slots=True)
+class RateLimitsUpdated:
+    """The service's current rate limits (one mapping per limit)."""
+
+    type: ClassVar[str] = "rate_limits.updated"
+    limits: tuple[Mapping[str, Any], ...] = ()
 
 
 @attrs.frozen(slots=True)
@@ -134,6 +199,11 @@ TransportEvent = (
     | AudioOutputStarted
     | AudioOutputEnded
     | AudioLipsync
+    | AudioOutputDelta
+    | UserSpeechStarted
+    | UserSpeechStopped
+    | UserTranscriptDelta
+    | RateLimitsUpdated
     | ToolCall
     | ToolResult
     | StateUpdate
@@ -153,6 +223,11 @@ EVENT_TYPES: dict[str, type[TransportEvent]] = {
         AudioOutputStarted,
         AudioOutputEnded,
         AudioLipsync,
+        AudioOutputDelta,
+        UserSpeechStarted,
+        UserSpeechStopped,
+        UserTranscriptDelta,
+        RateLimitsUpdated,
         ToolCall,
         ToolResult,
         StateUpdate,

@@ -28,8 +28,11 @@ __all__ = [
     "SessionState",
     "SessionStatus",
     "ToolChoice",
+    "AudioFormat",
     "ToolHandler",
     "TransportKind",
+    "TurnDetection",
+    "TurnDetectionMode",
 ]
 
 
@@ -64,9 +67,15 @@ class ResponseStatus(StrEnum):
 
 TransportKind = Literal["webrtc", "websocket"]
 ToolChoice = Literal["auto", "none", "required"]
+AudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
+TurnDetectionMode = Literal["server_vad", "semantic_vad", "manual"]
 
 _TRANSPORTS = ("webrtc", "websocket")
 _TOOL_CHOICES = ("auto", "none", "required")
+_AUDIO_FORMATS = ("pcm16", "g711_ulaw", "g711_alaw")
+_TURN_MODES = ("server_vad", "semantic_vad", "manual")
+_MODALITIES = ("audio", "text")
+_EAGERNESS = ("low", "medium", "high", "auto")
 
 
 def _one_of(allowed: tuple[str, ...]) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
@@ -93,6 +102,105 @@ def _optional_type(*types: type) -> Callable[[Any, attrs.Attribute[Any], Any], N
             )
 
     return check
+
+
+def _optional_range(
+    low: float, high: float, *, integral: bool = False
+) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    kinds: tuple[type, ...] = (int,) if integral else (int, float)
+    what = "an integer" if integral else "a number"
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+            raise CharivoValidationError(
+                f"{attribute.name} must be {what} in {low:g}..{high:g} (got {value!r})"
+            )
+
+    return check
+
+
+def _bool(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise CharivoValidationError(
+            f"{attribute.name} must be bool (got {type(value).__name__})"
+        )
+
+
+@attrs.frozen(slots=True)
+class TurnDetection:
+    """How the service decides that the user's turn is over.
+
+    * ``server_vad``: voice activity detection on the input audio
+      (``threshold`` 0..1, ``prefix_padding_ms``, ``silence_duration_ms``);
+    * ``semantic_vad``: the service judges from the words (``eagerness``:
+      ``low``, ``medium``, ``high`` or ``auto``);
+    * ``manual``: push to talk, no turn detection: the app ends the user's
+      turn with ``manager.commit_audio()``.
+
+    ``create_response``: the service answers at the end of each detected
+    turn; ``interrupt_response``: speech detected while the model talks
+    cancels its response (barge-in).  Fields left ``None`` take the service's
+    defaults.
+    """
+
+    mode: TurnDetectionMode = attrs.field(default="server_vad", validator=_one_of(_TURN_MODES))
+    threshold: float | None = attrs.field(default=None, validator=_optional_range(0.0, 1.0))
+    prefix_padding_ms: int | None = attrs.field(
+        default=None, validator=_optional_range(0, 60_000, integral=True)
+    )
+    silence_duration_ms: int | None = attrs.field(
+        default=None, validator=_optional_range(0, 60_000, integral=True)
+    )
+    eagerness: str | None = attrs.field(default=None, validator=_one_of(_EAGERNESS))
+    create_response: bool = attrs.field(default=True, validator=_bool)
+    interrupt_response: bool = attrs.field(default=True, validator=_bool)
+
+    def __attrs_post_init__(self) -> None:
+        if self.mode is None:
+            raise CharivoValidationError("mode must be one of " + ", ".join(_TURN_MODES))
+        if self.eagerness is not None and self.mode != "semantic_vad":
+            raise CharivoValidationError("eagerness applies only to mode semantic_vad")
+        if self.mode != "server_vad" and (
+            self.threshold is not None
+            or self.prefix_padding_ms is not None
+            or self.silence_duration_ms is not None
+        ):
+            raise CharivoValidationError(
+                "threshold, prefix_padding_ms and silence_duration_ms apply only to "
+                "mode server_vad"
+            )
+
+
+def _modalities(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise CharivoValidationError(
+            "output_modalities must be a sequence of \"audio\"/\"text\" "
+            f"(got {type(value).__name__})"
+        )
+    items = tuple(value)
+    for item in items:
+        if item not in _MODALITIES:
+            raise CharivoValidationError(
+                f"output_modalities items must be audio or text (got {item!r})"
+            )
+    if not items:
+        raise CharivoValidationError("output_modalities must not be empty")
+    if len(set(items)) != len(items):
+        raise CharivoValidationError("output_modalities must not repeat a modality")
+    return items
+
+
+def _turn_detection(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {f.name for f in attrs.fields(TurnDetection)})
+        if unknown:
+            raise CharivoValidationError(f'turn_detection: unknown key "{unknown[0]}"')
+        return TurnDetection(**value)
+    return value
 
 
 @attrs.frozen(slots=True)
@@ -149,8 +257,23 @@ class RealtimeSessionConfig:
     max_tokens: int | None = attrs.field(default=None, validator=_optional_type(int))
     tools: tuple[RealtimeTool, ...] | None = attrs.field(default=None, converter=_tools_tuple)
     tool_choice: ToolChoice | None = attrs.field(default=None, validator=_one_of(_TOOL_CHOICES))
+    turn_detection: TurnDetection | None = attrs.field(
+        default=None, converter=_turn_detection, validator=_optional_type(TurnDetection)
+    )
+    input_audio_format: AudioFormat | None = attrs.field(
+        default=None, validator=_one_of(_AUDIO_FORMATS)
+    )
+    output_audio_format: AudioFormat | None = attrs.field(
+        default=None, validator=_one_of(_AUDIO_FORMATS)
+    )
+    output_modalities: tuple[str, ...] | None = attrs.field(default=None, converter=_modalities)
+    input_transcription_model: str | None = attrs.field(
+        default=None, validator=_optional_type(str)
+    )
 
     def __attrs_post_init__(self) -> None:
+        if self.input_transcription_model == "":
+            raise CharivoValidationError("input_transcription_model must not be empty")
         if self.tools is not None:
             for index, tool in enumerate(self.tools):
                 if not isinstance(tool, RealtimeTool):

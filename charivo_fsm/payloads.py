@@ -18,9 +18,11 @@ from .model import RealtimeState
 __all__ = [
     "EMITTED_EVENTS",
     "AssistantStartPayload",
+    "AudioDeltaPayload",
     "EmptyPayload",
     "ErrorPayload",
     "LipsyncPayload",
+    "RateLimitsPayload",
     "ReconnectAttemptPayload",
     "ReconnectExhaustedPayload",
     "ReconnectSuccessPayload",
@@ -30,6 +32,9 @@ __all__ = [
     "ToolCallPayload",
     "ToolErrorPayload",
     "ToolResultPayload",
+    "SpeechStartPayload",
+    "SpeechStopPayload",
+    "TranscriptDeltaPayload",
     "UsagePayload",
 ]
 
@@ -176,6 +181,46 @@ class LipsyncPayload:
     rms: float
 
 
+@attrs.frozen(slots=True)
+class AudioDeltaPayload:
+    """``realtime:audio:delta``: a chunk of the model's voice (the exact bytes,
+    in the session's output format) and the assistant audio item it belongs to."""
+
+    audio: bytes
+    item_id: str | None
+
+
+@attrs.frozen(slots=True)
+class SpeechStartPayload:
+    """``realtime:user:speech:start``: the service heard the user start speaking."""
+
+    item_id: str | None
+    audio_start_ms: int | None
+
+
+@attrs.frozen(slots=True)
+class SpeechStopPayload:
+    """``realtime:user:speech:stop``: the service heard the user stop speaking."""
+
+    item_id: str | None
+    audio_end_ms: int | None
+
+
+@attrs.frozen(slots=True)
+class TranscriptDeltaPayload:
+    """``realtime:user:transcript:delta``: a partial transcript of the user's speech."""
+
+    text: str
+    item_id: str | None
+
+
+@attrs.frozen(slots=True)
+class RateLimitsPayload:
+    """``realtime:rate_limits``: the service's current rate limits."""
+
+    limits: tuple[Mapping[str, Any], ...]
+
+
 # The payloads of a streamed response are built once per delta (and per lipsync
 # level); these build the very same objects as ``TextPayload(text)``,
 # ``LipsyncPayload(rms)`` and ``StatePayload(source)`` without going through the
@@ -227,4 +272,9 @@ EMITTED_EVENTS: dict[str, type[Any]] = {
     "tts:audio:start": EmptyPayload,
     "tts:audio:end": EmptyPayload,
     "tts:lipsync:update": LipsyncPayload,
+    "realtime:audio:delta": AudioDeltaPayload,
+    "realtime:user:speech:start": SpeechStartPayload,
+    "realtime:user:speech:stop": SpeechStopPayload,
+    "realtime:user:transcript:delta": TranscriptDeltaPayload,
+    "realtime:rate_limits": RateLimitsPayload,
 }

@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 from .events import TransportEvent
 from .model import RealtimeSessionConfig
 
-__all__ = ["EventCallback", "RealtimeTransport"]
+__all__ = ["EventCallback", "RealtimeTransport", "VoiceTransport"]
 
 EventCallback = Callable[[TransportEvent], None]
 
@@ -41,3 +41,25 @@ class RealtimeTransport(Protocol):
     async def interrupt(self) -> None: ...
 
     def on_event(self, callback: EventCallback) -> None: ...
+
+
+@runtime_checkable
+class VoiceTransport(RealtimeTransport, Protocol):
+    """A :class:`RealtimeTransport` that also handles voice turns.
+
+    * ``commit_audio()``: push to talk: commit the buffered input audio as a
+      user turn and ask for a response;
+    * ``clear_audio()``: drop input audio not yet committed;
+    * ``truncate_audio(item_id, audio_end_ms)``: the user heard the assistant
+      audio item ``item_id`` only up to ``audio_end_ms``; the provider drops
+      the rest (audio and transcript) from the conversation.
+
+    The manager calls ``truncate_audio`` itself (on ``interrupt()`` and on
+    barge-in), never past the audio it received for that item.
+    """
+
+    async def commit_audio(self) -> None: ...
+
+    async def clear_audio(self) -> None: ...
+
+    async def truncate_audio(self, item_id: str, audio_end_ms: int) -> None: ...

@@ -20,6 +20,8 @@ whose message names the offending field path, e.g.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from collections.abc import Callable, Mapping
 from enum import Enum, StrEnum
@@ -55,6 +57,7 @@ from .model import (
     ResponseState,
     ResponseStatus,
     SessionState,
+    TurnDetection,
 )
 from .payloads import EMITTED_EVENTS, StatePayload
 
@@ -124,11 +127,14 @@ class _Invalid(Exception):
 
 @attrs.frozen(slots=True)
 class _WireError:
-    """``{"name", "message", "code"}``."""
+    """``{"name", "message", "code"}`` (a provider error adds the service's fields)."""
 
     message: str
     name: str | None = None
     code: str | None = None
+    provider_code: str | None = None
+    provider_type: str | None = None
+    param: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -198,6 +204,8 @@ def _json_value(value: Any, depth: int, *, outgoing: bool) -> Any:
     if outgoing:
         if isinstance(value, BaseException):
             return _error_to_wire(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return _bytes_to_wire(bytes(value))
         if type(value) in _OUT_CLASSES:
             return _OUT.unstructure(value)
     raise _Invalid(f"JSON-compatible (got {_show(type(value).__name__)})")
@@ -221,7 +229,19 @@ def _error_to_wire(error: BaseException) -> dict[str, Any]:
         except Exception:
             message = type(error).__name__
         code = None
-    return {"name": type(error).__name__, "message": message, "code": code}
+    wire: dict[str, Any] = {"name": type(error).__name__, "message": message, "code": code}
+    if isinstance(error, CharivoProviderError):
+        # The service's own fields (CONTRACT §11), so a frontend can tell a rate
+        # limit from an invalid value.
+        wire["providerCode"] = error.provider_code
+        wire["providerType"] = error.provider_type
+        wire["param"] = error.param
+    return wire
+
+
+def _bytes_to_wire(value: bytes) -> str:
+    """Audio bytes travel as base64 text under the same key."""
+    return base64.b64encode(value).decode("ascii")
 
 
 def _enum_value(member: Enum) -> Any:
@@ -257,6 +277,7 @@ _OUT_CLASSES: frozenset[type[Any]] = frozenset(
         RealtimeTool,
         Character,
         CharacterVoice,
+        TurnDetection,
     }
 )
 _GENERATED_OUT: frozenset[type[Any]] = (_OUT_CLASSES - {StatePayload, StateUpdate}) | {
@@ -304,6 +325,7 @@ _OUT.register_unstructure_hook(str, _json_out)
 _OUT.register_unstructure_hook(Enum, _enum_value)
 _OUT.register_unstructure_hook(StrEnum, _enum_value)  # before ``str`` in a StrEnum's MRO
 _OUT.register_unstructure_hook(BaseException, _error_to_wire)
+_OUT.register_unstructure_hook(bytes, _bytes_to_wire)
 _OUT.register_unstructure_hook_func(_is_container_type, _json_out)
 _OUT.register_unstructure_hook_factory(lambda t: t in _GENERATED_OUT, _unstructure_factory)
 _OUT.register_unstructure_hook(StateUpdate, _state_update_to_wire)
@@ -476,6 +498,13 @@ def _error_factory(_t: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]
         cls = _ERROR_CLASSES.get(wire.name) if wire.name is not None else None
         if cls is None or cls is CharivoError:
             return CharivoError(wire.message, code=wire.code)
+        if cls is CharivoProviderError:
+            return CharivoProviderError(
+                wire.message,
+                provider_code=wire.provider_code,
+                provider_type=wire.provider_type,
+                param=wire.param,
+            )
         return cls(wire.message)
 
     return read_error
@@ -503,8 +532,20 @@ def _structure_factory(camel: bool) -> Callable[[Any, cattrs.Converter], Any]:
     return factory
 
 
+def _read_bytes(value: Any, _t: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise _Invalid("base64 text") from None
+    raise _Invalid("base64 text")
+
+
 def _make_reader(*, camel: bool) -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(bytes, _read_bytes)
     # Class-based hooks replace cattrs' lenient ``str(x)`` / ``int(x)`` / ``float(x)``.
     conv.register_structure_hook(str, _read_str)
     conv.register_structure_hook(int, _read_int)

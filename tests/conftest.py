@@ -81,3 +81,29 @@ def module_records() -> Iterator[list[logging.LogRecord]]:
     yield handler.records
     logger.removeHandler(handler)
     logger.setLevel(old_level)
+
+
+@pytest.fixture(autouse=True)
+def _sdk_checked_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every local server any test creates is checked against the ``openai`` SDK:
+    each client event it received against ``RealtimeClientEvent`` (no unknown
+    field at any depth), each event it sent against ``RealtimeServerEvent``."""
+    from charivo_fsm.testing import LocalRealtimeServer
+    from tests.sdk_validation import validate_client_event, validate_server_event
+
+    servers: list[LocalRealtimeServer] = []
+    original = LocalRealtimeServer.__init__
+
+    def recording_init(self: LocalRealtimeServer, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        servers.append(self)
+
+    monkeypatch.setattr(LocalRealtimeServer, "__init__", recording_init)
+    yield
+    for server in servers:
+        for event in server.received:
+            if getattr(server, "expects_invalid_client_events", False):
+                break
+            validate_client_event(event)
+        for event in server.sent:
+            validate_server_event(event)

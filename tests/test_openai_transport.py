@@ -23,14 +23,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args, get_origin
+from typing import Any, TypeVar
 
 import anyio
 import attrs
 import pytest
 import trustme
-from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import BaseModel, TypeAdapter
 
 from charivo_fsm import (
     CharivoError,
@@ -57,6 +55,7 @@ from charivo_fsm.events import (
     TransportEvent,
     UserTranscript,
 )
+from tests.sdk_validation import validate_client_event, validate_server_event
 from charivo_fsm.testing import LocalRealtimeServer, RecordingEmitter, ToolTrigger
 from charivo_fsm.testing.server import GARBAGE_KINDS
 from charivo_fsm.transports.openai import (
@@ -99,63 +98,6 @@ E = TypeVar("E")
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """Real clocks for real socket I/O (overrides tests/conftest.py)."""
     return (request.param, {})
-
-
-# ------------------------------------------------------------------ SDK validation
-
-CLIENT_EVENT = TypeAdapter(RealtimeClientEvent)
-SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
-
-
-def _models_by_type(union: Any) -> dict[str, type[BaseModel]]:
-    """``type`` literal → SDK model, for the members of an (annotated) union."""
-    members = get_args(get_args(union)[0]) if get_origin(union) is Annotated else get_args(union)
-    table: dict[str, type[BaseModel]] = {}
-    for model in members:
-        for literal in get_args(model.model_fields["type"].annotation):
-            table[literal] = model
-    return table
-
-
-CLIENT_MODELS = _models_by_type(RealtimeClientEvent)
-SERVER_MODELS = _models_by_type(RealtimeServerEvent)
-
-
-def _extra_fields(value: Any, path: str) -> list[str]:
-    """Every field the SDK model did not declare (the SDK models allow extras)."""
-    found: list[str] = []
-    if isinstance(value, BaseModel):
-        found += [f"{path}.{name}" for name in value.model_extra or {}]
-        for name in type(value).model_fields:
-            found += _extra_fields(getattr(value, name), f"{path}.{name}")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            found += _extra_fields(item, f"{path}[{index}]")
-    return found
-
-
-def validate_client_event(event: Mapping[str, Any]) -> None:
-    """``event`` is a GA client event: it validates against the SDK's
-    ``RealtimeClientEvent`` union, as the model its ``type`` names, with no
-    unknown field, and survives a round trip through that model unchanged."""
-    event_type = event.get("type")
-    if event_type not in CLIENT_MODELS:
-        raise ValueError(f"not a GA client event type: {event_type!r}")
-    expected = CLIENT_MODELS[event_type]
-    expected.model_validate(event)  # precise error messages first
-    model = CLIENT_EVENT.validate_python(event)
-    assert type(model) is expected
-    extras = _extra_fields(model, str(event_type))
-    assert not extras, f"unknown fields in {event_type}: {extras}"
-    assert model.model_dump(mode="json", exclude_unset=True) == event
-
-
-def validate_server_event(event: Mapping[str, Any]) -> None:
-    """``event`` (sent by the local server) is a GA server event."""
-    event_type = event.get("type")
-    assert event_type in SERVER_MODELS, f"not a GA server event type: {event_type!r}"
-    SERVER_MODELS[event_type].model_validate(event)
-    SERVER_EVENT.validate_python(event)
 
 
 # ------------------------------------------------------------------ harness

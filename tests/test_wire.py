@@ -26,16 +26,21 @@ from charivo_fsm.events import (
     AssistantResponseStarted,
     AssistantTextDelta,
     AudioLipsync,
+    AudioOutputDelta,
     AudioOutputEnded,
     AudioOutputStarted,
     ConnectionLost,
     ErrorEvent,
+    RateLimitsUpdated,
     SessionEnded,
     SessionStarted,
     StateUpdate,
     ToolCall,
     ToolResult,
+    UserSpeechStarted,
+    UserSpeechStopped,
     UserTranscript,
+    UserTranscriptDelta,
 )
 from charivo_fsm.model import (
     Character,
@@ -52,18 +57,23 @@ from charivo_fsm.model import (
 from charivo_fsm.payloads import (
     EMITTED_EVENTS,
     AssistantStartPayload,
+    AudioDeltaPayload,
     EmptyPayload,
     ErrorPayload,
     LipsyncPayload,
+    RateLimitsPayload,
     ReconnectAttemptPayload,
     ReconnectExhaustedPayload,
     ReconnectSuccessPayload,
     SessionBoundaryPayload,
+    SpeechStartPayload,
+    SpeechStopPayload,
     StatePayload,
     TextPayload,
     ToolCallPayload,
     ToolErrorPayload,
     ToolResultPayload,
+    TranscriptDeltaPayload,
     UsagePayload,
 )
 from charivo_fsm.wire import (
@@ -124,6 +134,22 @@ EVENTS: list[Any] = [
     StateUpdate(response_status=ResponseStatus.COMPLETED),
     StateUpdate(),
     ErrorEvent(error=CharivoProviderError("rate limited")),
+    ErrorEvent(
+        error=CharivoProviderError(
+            "rate limited",
+            provider_code="rate_limit_exceeded",
+            provider_type="rate_limit_error",
+            param="session.voice",
+        )
+    ),
+    AssistantResponseCompleted(status="cancelled", reason="turn_detected", response_id="r2"),
+    AudioOutputDelta(audio=b"\x00\x01\xff\x7f", item_id="item_1"),
+    AudioOutputDelta(audio=b""),
+    UserSpeechStarted(item_id="item_2", audio_start_ms=120),
+    UserSpeechStopped(item_id="item_2", audio_end_ms=900),
+    UserSpeechStarted(),
+    UserTranscriptDelta(text="hel", item_id="item_2"),
+    RateLimitsUpdated(limits=({"name": "requests", "limit": 100, "remaining": 99},)),
 ]
 
 PAYLOADS: list[Any] = [
@@ -143,6 +169,11 @@ PAYLOADS: list[Any] = [
     ErrorPayload(error=CharivoStateError("no session")),
     EmptyPayload(),
     LipsyncPayload(rms=0.5),
+    AudioDeltaPayload(audio=b"\x01\x02", item_id="item_1"),
+    SpeechStartPayload(item_id="item_2", audio_start_ms=0),
+    SpeechStopPayload(item_id=None, audio_end_ms=None),
+    TranscriptDeltaPayload(text="hel", item_id="item_2"),
+    RateLimitsPayload(limits=({"name": "tokens", "limit": 1000},)),
 ]
 
 OTHERS: list[Any] = [
@@ -161,7 +192,35 @@ OTHERS: list[Any] = [
 
 
 def _same_error(a: object, b: object) -> bool:
-    return type(a) is type(b) and str(a) == str(b)
+    fields = ("provider_code", "provider_type", "param")
+    return (
+        type(a) is type(b)
+        and str(a) == str(b)
+        and all(getattr(a, f, None) == getattr(b, f, None) for f in fields)
+    )
+
+
+def test_bytes_travel_as_base64_and_provider_fields_as_camel_case() -> None:
+    assert to_wire(AudioOutputDelta(audio=b"\x00\x01", item_id="i")) == {
+        "type": "audio.output.delta",
+        "audio": "AAE=",
+        "itemId": "i",
+    }
+    assert to_wire(AudioDeltaPayload(audio=b"\xff", item_id=None)) == {
+        "audio": "/w==",
+        "itemId": None,
+    }
+    error = to_wire(CharivoProviderError("slow down", provider_code="rate_limit_exceeded"))
+    assert error == {
+        "name": "CharivoProviderError",
+        "message": "slow down",
+        "code": "CHARIVO_PROVIDER_ERROR",
+        "providerCode": "rate_limit_exceeded",
+        "providerType": None,
+        "param": None,
+    }
+    message = _validation_message({"type": "audio.output.delta", "audio": "not base64!"})
+    assert "audio" in message and "base64" in message
 
 
 def _assert_events_equal(parsed: object, original: object) -> None:
@@ -320,6 +379,11 @@ def test_realtime_state_shape() -> None:
                     }
                 ],
                 "toolChoice": "auto",
+                "turnDetection": None,
+                "inputAudioFormat": None,
+                "outputAudioFormat": None,
+                "outputModalities": None,
+                "inputTranscriptionModel": None,
             },
             "characterId": "hiyori",
         },
