@@ -42,16 +42,21 @@ from .events import (
     AssistantResponseStarted,
     AssistantTextDelta,
     AudioLipsync,
+    AudioOutputDelta,
     AudioOutputEnded,
     AudioOutputStarted,
     ConnectionLost,
     ErrorEvent,
+    RateLimitsUpdated,
     SessionEnded,
     SessionStarted,
     StateUpdate,
     ToolCall,
     ToolResult,
+    UserSpeechStarted,
+    UserSpeechStopped,
     UserTranscript,
+    UserTranscriptDelta,
 )
 from .machines import AUDIO, CONNECTION, MACHINES, REFRESH, RESPONSE, SESSION
 from .model import (
@@ -68,23 +73,29 @@ from .model import (
 )
 from .payloads import (
     AssistantStartPayload,
+    AudioDeltaPayload,
     EmptyPayload,
     ErrorPayload,
     LipsyncPayload,
+    RateLimitsPayload,
     ReconnectAttemptPayload,
     ReconnectExhaustedPayload,
     ReconnectSuccessPayload,
     SessionBoundaryPayload,
+    SpeechStartPayload,
+    SpeechStopPayload,
     TextPayload,
     ToolCallPayload,
     ToolErrorPayload,
     ToolResultPayload,
+    TranscriptDeltaPayload,
     UsagePayload,
     lipsync_payload,
     state_payload,
     text_payload,
 )
 from .tools import ToolRegistry, check_tool_output, validate_tool_arguments
+from .voice import AudioItems, bytes_per_ms
 from .wire import structure_config
 
 __all__ = [
@@ -103,6 +114,7 @@ __all__ = [
     "SendToolResult",
     "Settle",
     "Sleep",
+    "Truncate",
 ]
 
 # --------------------------------------------------------------------------
@@ -173,6 +185,15 @@ class Project(NamedTuple):
     call_id: str
 
 
+class Truncate(NamedTuple):
+    """Truncate the assistant audio item ``item_id`` at ``audio_end_ms`` (a voice
+    transport's ``truncate_audio``); the outcome is only logged."""
+
+    token: int
+    item_id: str
+    audio_end_ms: int
+
+
 class Cancel(NamedTuple):
     """Cancel the pending effect with this token (its outcome will be ignored)."""
 
@@ -197,6 +218,7 @@ Effect = (
     | RunTool
     | SendToolResult
     | Project
+    | Truncate
     | Cancel
     | Settle
 )
@@ -299,6 +321,7 @@ class Core:
         "_session_snap",
         "_start_ticket",
         "_stop_tickets",
+        "_voice",
         "_waiters",
         "_want",
         "audio",
@@ -382,6 +405,7 @@ class Core:
 
         self._calls: dict[str, _ToolCallRecord] = {}
         self._input: Any = None
+        self._voice = AudioItems(clock)
 
     # ------------------------------------------------------------------ state
 
@@ -592,10 +616,28 @@ class Core:
         raise CharivoStateError("Realtime session not active")
 
     def interrupted(self) -> None:
-        """The transport accepted interrupt(): interrupt the turn, end audio (D7)."""
+        """The transport accepted interrupt(): interrupt the turn, cut the audio
+        (truncating the item being played at its played position, D7, §11)."""
         self.response.fire(self, "interrupt")
-        self.audio.fire(self, "end")
+        self.audio.fire(self, "cut")
         self._emit_state()
+
+    def mark_played(self, item_id: str, played_ms: int) -> None:
+        """The app played ``item_id`` up to ``played_ms``; raises
+        :class:`CharivoValidationError` for an item the engine never received."""
+        self._input = item_id
+        if not self.audio.fire(self, "mark"):
+            raise CharivoValidationError(
+                f"mark_played: unknown assistant audio item {item_id!r}"
+                if self.session.state not in _BETWEEN_SESSIONS
+                else "mark_played: no session is active"
+            )
+        self._voice.mark(item_id, played_ms)
+
+    def input_audio_format(self) -> str | None:
+        """The input audio format of the live session (None: the provider default)."""
+        config = self._config
+        return None if config is None else config.input_audio_format
 
     def set_character(self, character: Character | None) -> None:
         self._character = character
@@ -624,6 +666,19 @@ class Core:
 
     def can_patch(self) -> bool:
         return self.session.state == "active" and self.connection.state == "connected"
+
+    def has_item(self) -> bool:
+        return self._voice.current is not None
+
+    def unplayed_audio(self) -> bool:
+        return self._voice.unplayed()
+
+    def known_item(self) -> bool:
+        return self.session.state not in _BETWEEN_SESSIONS and self._voice.known(self._input)
+
+    def response_cancelled(self) -> bool:
+        event: AssistantResponseCompleted = self._input
+        return event.status == "cancelled"
 
     # ========================================================= session effects
 
@@ -705,7 +760,7 @@ class Core:
     def _fail_start_with(self, error: CharivoError) -> None:
         self._last_error = error
         self._finish_session()
-        self.audio.fire(self, "end")
+        self.audio.fire(self, "reset")
         self._emit("realtime:error", ErrorPayload(error))
         self._emit_state()
         self._log(logging.ERROR, "session.failed", "Realtime session failed", error=error.message)
@@ -773,7 +828,7 @@ class Core:
     def finish_cancel(self) -> None:
         self._last_error = None
         self._finish_session()
-        self.audio.fire(self, "end")
+        self.audio.fire(self, "reset")
         self._emit_state()
         self._log(
             logging.INFO,
@@ -793,7 +848,7 @@ class Core:
         error: CharivoError = self._input
         self._last_error = error
         self._finish_session()
-        self.audio.fire(self, "end")
+        self.audio.fire(self, "reset")
         self._emit("realtime:error", ErrorPayload(error))
         self._emit_state()
         self._log(logging.ERROR, "session.failed", "Realtime session failed", error=error.message)
@@ -807,7 +862,7 @@ class Core:
     def _end_with_boundary(self, reason: Literal["user", "remote", "error"]) -> None:
         """End an active session: state, log, ``session:end`` (D2)."""
         self._finish_session()
-        self.audio.fire(self, "end")
+        self.audio.fire(self, "reset")
         self._emit_state()
         if reason == "error":
             assert self._last_error is not None
@@ -869,7 +924,7 @@ class Core:
             self._last_error = to_charivo_error("transport", self._lost_error)
             self._lost_error = None
         self.response.fire(self, "lost")
-        self.audio.fire(self, "end")
+        self.audio.fire(self, "reset")
         self._emit_state()
         self._log(
             logging.WARNING,
@@ -1135,6 +1190,14 @@ class Core:
         self._emit("realtime:assistant:done", TextPayload(final))
         self._emit_state()
 
+    def cancel_response(self) -> None:
+        """The service cancelled the response (the user's interrupt or its turn
+        detection): the turn ends interrupted, its text kept, no assistant:done;
+        usage is still reported (D7, §11)."""
+        self._report_usage(self._input)
+        self.audio.fire(self, "end")
+        self._emit_state()
+
     def report_usage(self) -> None:
         self._report_usage(self._input)
 
@@ -1159,6 +1222,40 @@ class Core:
     def emit_audio_end(self) -> None:
         self._emit("tts:lipsync:update", _LIPSYNC_ZERO)
         self._emit("tts:audio:end", _EMPTY)
+
+    def note_chunk(self) -> None:
+        event: AudioOutputDelta = self._input
+        voice = self._voice
+        config = self._config
+        voice.bytes_per_ms = bytes_per_ms(None if config is None else config.output_audio_format)
+        voice.chunk(event.item_id, len(event.audio))
+        payload = AudioDeltaPayload(event.audio, event.item_id)
+        self.out.append(_tuple_new(Emit, ("realtime:audio:delta", payload)))
+
+    def truncate_item(self) -> None:
+        item_id, played = self._voice.cut()
+        token = self._op(self._on_truncate_done, self._on_truncate_failed)
+        self.out.append(Truncate(token, item_id, played))
+
+    def _on_truncate_done(self, _value: Any) -> None:
+        pass
+
+    def _on_truncate_failed(self, error: BaseException) -> None:
+        self._log(
+            logging.WARNING,
+            "transport.error",
+            "Realtime audio truncation failed",
+            error=self._transport_error(error, "truncate_audio").message,
+        )
+
+    def forget_item(self) -> None:
+        if self.session.state in _BETWEEN_SESSIONS or self.connection.state in _RECONNECTING:
+            self._voice.clear()
+        else:
+            self._voice.forget_current()
+
+    def record_played(self) -> None:
+        pass  # the position itself is written by ``mark_played`` once accepted
 
     def drop_input(self) -> None:
         self._drop(type(self._input).__name__ if self._input is not None else "input")
@@ -1244,6 +1341,45 @@ class Core:
         if rms > _LIPSYNC_THRESHOLD:
             self.audio.fire(self, "start")
         self.out.append(_tuple_new(Emit, ("tts:lipsync:update", lipsync_payload(rms))))
+
+    def _on_audio_delta(self, event: AudioOutputDelta) -> None:
+        if self.session.state in _BETWEEN_SESSIONS:
+            self._between_sessions(event)
+            return
+        self._input = event
+        self.audio.fire(self, "chunk")
+
+    def _on_speech_started(self, event: UserSpeechStarted) -> None:
+        if self._between_sessions(event):
+            return
+        self._emit(
+            "realtime:user:speech:start", SpeechStartPayload(event.item_id, event.audio_start_ms)
+        )
+        if self._barge_in_enabled():
+            self.audio.fire(self, "cut")
+
+    def _barge_in_enabled(self) -> bool:
+        """Barge-in applies unless the session's turn detection says speech does not
+        interrupt the model (``interrupt_response=False``) or is manual."""
+        config = self._config
+        detection = None if config is None else config.turn_detection
+        return detection is None or (detection.mode != "manual" and detection.interrupt_response)
+
+    def _on_speech_stopped(self, event: UserSpeechStopped) -> None:
+        if not self._between_sessions(event):
+            self._emit(
+                "realtime:user:speech:stop", SpeechStopPayload(event.item_id, event.audio_end_ms)
+            )
+
+    def _on_transcript_delta(self, event: UserTranscriptDelta) -> None:
+        if not self._between_sessions(event):
+            self._emit(
+                "realtime:user:transcript:delta", TranscriptDeltaPayload(event.text, event.item_id)
+            )
+
+    def _on_rate_limits(self, event: RateLimitsUpdated) -> None:
+        if not self._between_sessions(event):
+            self._emit("realtime:rate_limits", RateLimitsPayload(tuple(event.limits)))
 
     def _on_tool_result(self, event: ToolResult) -> None:
         if not self._between_sessions(event):
@@ -1461,6 +1597,11 @@ _EVENT_HANDLERS: dict[type, Callable[[Core, Any], None]] = {
     AudioOutputStarted: Core._on_audio_started,
     AudioOutputEnded: Core._on_audio_ended,
     AudioLipsync: Core._on_lipsync,
+    AudioOutputDelta: Core._on_audio_delta,
+    UserSpeechStarted: Core._on_speech_started,
+    UserSpeechStopped: Core._on_speech_stopped,
+    UserTranscriptDelta: Core._on_transcript_delta,
+    RateLimitsUpdated: Core._on_rate_limits,
     ToolCall: Core._on_tool_call,
     ToolResult: Core._on_tool_result,
     StateUpdate: Core._on_state_update,

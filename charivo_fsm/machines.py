@@ -444,15 +444,29 @@ RESPONSE = MachineSpec(
     doc=(
         "response.started opens a turn; a delta after a finished turn opens a new one, "
         "a delta after an interrupt is dropped; completion after an interrupt keeps the "
-        "turn interrupted (usage is still reported); interrupt() and a lost link "
-        "interrupt a turn in progress."
+        "turn interrupted (usage is still reported); a response the service reports as "
+        "cancelled (the user's interrupt or its turn detection) ends interrupted; "
+        "interrupt() and a lost link interrupt a turn in progress."
     ),
     transitions=[
         _t("started", _RESPONSE_STATES, "responding", do="open_response"),
         _t("delta", ["idle", "completed"], "responding", do="open_response_with_delta"),
         _t("delta", "responding", None, do="append_delta"),
         _t("delta", "interrupted", None, do="drop_input"),
-        _t("completed", ["idle", "responding", "completed"], "completed", do="complete_response"),
+        _t(
+            "completed",
+            ["idle", "responding", "completed"],
+            "interrupted",
+            when="response_cancelled",
+            do="cancel_response",
+        ),
+        _t(
+            "completed",
+            ["idle", "responding", "completed"],
+            "completed",
+            unless="response_cancelled",
+            do="complete_response",
+        ),
         _t("completed", "interrupted", None, do="report_usage"),
         _t("interrupt", "responding", "interrupted"),
         _t("interrupt", ["idle", "interrupted", "completed"], None),
@@ -467,21 +481,52 @@ RESPONSE = MachineSpec(
 )
 
 # --------------------------------------------------------------------------
-# Audio: whether assistant audio is playing.
+# Audio: the assistant audio item being played, and where playback stands.
+# A chunk while playing stays in ``playing`` and counts the audio received
+# (frequent, like a text delta).
 # --------------------------------------------------------------------------
 AUDIO = MachineSpec(
     "audio",
-    states=["silent", "playing"],
+    states=["silent", "playing", "tail"],
     initial="silent",
     doc=(
-        "audio output (or a lipsync level above 0.001) starts playback once; an end, "
-        "an interrupt, an error, a lost link or the end of the session stops it."
+        "audio output (a chunk, or a lipsync level above 0.001) starts playback of an "
+        "assistant audio item; when the service has sent it all (or an error ends it) "
+        "the item stays remembered while the app may still be playing it (tail). "
+        "interrupt() and barge-in cut it: when audio received is not yet played, the "
+        "item is truncated at the played position (never past the audio received). A "
+        "lost link or the end of the session forgets it. mark_played is accepted only "
+        "for an item the engine received."
     ),
     transitions=[
-        _t("start", "silent", "playing", do="emit_audio_start"),
+        _t("start", ["silent", "tail"], "playing", do="emit_audio_start"),
         _t("start", "playing", None),
-        _t("end", "playing", "silent", do="emit_audio_end"),
-        _t("end", "silent", None),
+        _t("chunk", ["silent", "tail"], "playing", do=["emit_audio_start", "note_chunk"]),
+        _t("chunk", "playing", None, do="note_chunk"),
+        _t("end", "playing", "tail", when="has_item", do="emit_audio_end"),
+        _t("end", "playing", "silent", unless="has_item", do="emit_audio_end"),
+        _t("end", ["silent", "tail"], None),
+        _t(
+            "cut",
+            "playing",
+            "silent",
+            when="unplayed_audio",
+            do=["truncate_item", "emit_audio_end"],
+        ),
+        _t(
+            "cut",
+            "playing",
+            "silent",
+            unless="unplayed_audio",
+            do=["emit_audio_end", "forget_item"],
+        ),
+        _t("cut", "tail", "silent", when="unplayed_audio", do="truncate_item"),
+        _t("cut", "tail", "silent", unless="unplayed_audio", do="forget_item"),
+        _t("cut", "silent", None),
+        _t("mark", ["playing", "tail", "silent"], None, when="known_item", do="record_played"),
+        _t("reset", "playing", "silent", do=["emit_audio_end", "forget_item"]),
+        _t("reset", "tail", "silent", do="forget_item"),
+        _t("reset", "silent", None, do="forget_item"),
     ],
 )
 

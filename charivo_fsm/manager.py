@@ -66,6 +66,7 @@ from .core import (
     SendToolResult,
     Settle,
     Sleep,
+    Truncate,
 )
 from .errors import CharivoError, CharivoStateError, CharivoValidationError, to_charivo_error
 from .model import (
@@ -76,7 +77,8 @@ from .model import (
     RealtimeToolRegistration,
 )
 from .tools import ProjectorContext, ResultProjector, ToolRegistry
-from .transport import RealtimeTransport
+from .transport import RealtimeTransport, VoiceTransport
+from .voice import check_input_audio, check_played_ms
 from .wire import structure_character, structure_config
 
 __all__ = ["EventEmitter", "RealtimeManager", "create_realtime_manager"]
@@ -432,14 +434,58 @@ class RealtimeManager:
         await self._send("send_text", self._transport.send_text, text)
 
     async def send_audio_chunk(self, audio: bytes) -> None:
+        """Send microphone audio in the session's input format (PCM16 mono 24 kHz
+        little-endian unless ``input_audio_format`` says otherwise).  Audio that
+        cannot be in that format (an odd byte count for PCM16) raises
+        :class:`CharivoValidationError` before anything is sent."""
         if not isinstance(audio, (bytes, bytearray, memoryview)):
             raise CharivoValidationError("send_audio_chunk expects bytes")
-        await self._send("send_audio", self._transport.send_audio, bytes(audio))
+        data = bytes(audio)
+        self._require_entered()
+        self._core.check_send()  # state errors first (D14), then the format
+        check_input_audio(data, self._core.input_audio_format())
+        await self._send("send_audio", self._transport.send_audio, data)
 
     async def interrupt(self) -> None:
+        """Interrupt the assistant: the transport cancels the response in flight;
+        the turn becomes ``interrupted``, audio ends, and an assistant audio item
+        still playing is truncated at its played position (voice transports)."""
         await self._send("interrupt", self._transport.interrupt)
         self._core.interrupted()
         self._drain()
+
+    async def commit_audio(self) -> None:
+        """Push to talk: commit the input audio sent so far as the user's turn and
+        ask for a response.  Needs a :class:`~charivo_fsm.VoiceTransport`
+        (:class:`CharivoStateError` otherwise) and a live session (D14)."""
+        transport = self._voice_transport("commit_audio")
+        await self._send("commit_audio", transport.commit_audio)
+
+    async def clear_audio(self) -> None:
+        """Drop the input audio sent since the last commit (voice transports)."""
+        transport = self._voice_transport("clear_audio")
+        await self._send("clear_audio", transport.clear_audio)
+
+    def mark_played(self, item_id: str, played_ms: int) -> None:
+        """Report that the app has played the assistant audio item ``item_id`` up to
+        ``played_ms`` milliseconds.  A truncation (``interrupt()``, barge-in) then
+        cuts the item there, never past the audio received.  Without reports the
+        engine assumes real-time playback from the item's first chunk.
+
+        Raises :class:`CharivoValidationError` for an empty or unknown item id, or
+        a ``played_ms`` that is not a non-negative integer.
+        """
+        check_played_ms(item_id, played_ms)
+        self._core.mark_played(item_id, played_ms)
+
+    def _voice_transport(self, what: str) -> VoiceTransport:
+        transport = self._transport
+        if not isinstance(transport, VoiceTransport):
+            raise CharivoStateError(
+                f"{what} needs a voice transport (VoiceTransport); "
+                f"{type(transport).__name__} has no {what}()"
+            )
+        return transport
 
     async def _send(self, what: str, call: Callable[..., Awaitable[None]], *args: Any) -> None:
         self._require_entered()
@@ -658,6 +704,18 @@ class RealtimeManager:
 
     def _do_run_tool(self, effect: RunTool) -> None:
         self._enqueue(effect.token, effect.handler, (effect.args, effect.context), effect.timeout)
+
+    def _do_truncate(self, effect: Truncate) -> None:
+        transport = self._transport
+        if not isinstance(transport, VoiceTransport):
+            self._core.op_done(effect.token)  # nothing to truncate with
+            return
+        self._enqueue(
+            effect.token,
+            transport.truncate_audio,
+            (effect.item_id, effect.audio_end_ms),
+            self._transport_timeout,
+        )
 
     def _do_send_tool_result(self, effect: SendToolResult) -> None:
         self._enqueue(
@@ -925,6 +983,7 @@ _EXECUTE: dict[type, Callable[[RealtimeManager, Any], None]] = {
     RunTool: RealtimeManager._do_run_tool,
     SendToolResult: RealtimeManager._do_send_tool_result,
     Project: RealtimeManager._do_project,
+    Truncate: RealtimeManager._do_truncate,
 }
 """How each effect is executed (the emit is also executed in line by ``_drain``)."""
 

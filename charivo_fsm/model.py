@@ -15,6 +15,7 @@ import attrs
 from .errors import CharivoError, CharivoValidationError
 
 __all__ = [
+    "AudioFormat",
     "Character",
     "CharacterVoice",
     "ConnectionState",
@@ -28,7 +29,6 @@ __all__ = [
     "SessionState",
     "SessionStatus",
     "ToolChoice",
-    "AudioFormat",
     "ToolHandler",
     "TransportKind",
     "TurnDetection",
@@ -113,7 +113,11 @@ def _optional_range(
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is None:
             return
-        if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, kinds)
+            or not low <= value <= high  # type: ignore[operator]
+        ):
             raise CharivoValidationError(
                 f"{attribute.name} must be {what} in {low:g}..{high:g} (got {value!r})"
             )

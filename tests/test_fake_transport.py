@@ -43,6 +43,9 @@ async def call_everything(fake: FakeTransport) -> None:
     await fake.send_audio(b"\x00\x01")
     await fake.send_tool_result("c1", {"ok": True})
     await fake.interrupt()
+    await fake.commit_audio()
+    await fake.clear_audio()
+    await fake.truncate_audio("item_1", 250)
     await fake.disconnect()
 
 
@@ -62,6 +65,9 @@ async def test_records_every_call_in_order(fake: FakeTransport) -> None:
         Call("send_audio", (b"\x00\x01",)),
         Call("send_tool_result", ("c1", {"ok": True})),
         Call("interrupt", ()),
+        Call("commit_audio", ()),
+        Call("clear_audio", ()),
+        Call("truncate_audio", ("item_1", 250)),
         Call("disconnect", ()),
     ]
     assert fake.methods() == [
@@ -72,6 +78,9 @@ async def test_records_every_call_in_order(fake: FakeTransport) -> None:
         "send_audio",
         "send_tool_result",
         "interrupt",
+        "commit_audio",
+        "clear_audio",
+        "truncate_audio",
         "disconnect",
     ]
     assert set(fake.methods()) == set(METHODS)

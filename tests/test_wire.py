@@ -461,6 +461,8 @@ def test_event_shapes() -> None:
         "usage": None,
         "model": None,
         "responseId": "r",
+        "status": "completed",
+        "reason": None,
     }
     assert to_wire(ErrorEvent(error=OSError("io"))) == {
         "type": "error",

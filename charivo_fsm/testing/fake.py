@@ -24,7 +24,9 @@ too.  :meth:`FakeTransport.calls_to`, :meth:`FakeTransport.count` and
 
 Scripting
 ---------
-Each of the eight methods (:data:`METHODS`) has its own script.  With nothing
+Each of the eleven methods (:data:`METHODS`: the eight of
+:class:`~charivo_fsm.RealtimeTransport` and the three of
+:class:`~charivo_fsm.VoiceTransport`) has its own script.  With nothing
 scripted a call records itself and returns at once, without yielding to the
 event loop.  A call then runs, in this order:
 
@@ -61,7 +63,7 @@ from ..model import RealtimeSessionConfig
 from ..transport import EventCallback
 
 if TYPE_CHECKING:
-    from ..transport import RealtimeTransport
+    from ..transport import VoiceTransport
 
 __all__ = [
     "METHODS",
@@ -82,8 +84,11 @@ MethodName = Literal[
     "send_audio",
     "send_tool_result",
     "interrupt",
+    "commit_audio",
+    "clear_audio",
+    "truncate_audio",
 ]
-"""The name of a :class:`~charivo_fsm.RealtimeTransport` method (``on_event`` aside)."""
+"""The name of a :class:`~charivo_fsm.VoiceTransport` method (``on_event`` aside)."""
 
 METHODS: tuple[MethodName, ...] = get_args(MethodName)
 """All scriptable method names, in protocol order."""
@@ -441,13 +446,22 @@ class FakeTransport:
     async def interrupt(self) -> None:
         await self._invoke("interrupt", ())
 
+    async def commit_audio(self) -> None:
+        await self._invoke("commit_audio", ())
+
+    async def clear_audio(self) -> None:
+        await self._invoke("clear_audio", ())
+
+    async def truncate_audio(self, item_id: str, audio_end_ms: int) -> None:
+        await self._invoke("truncate_audio", (item_id, audio_end_ms))
+
     def __repr__(self) -> str:
         return f"<FakeTransport calls={len(self.calls)} callbacks={len(self.callbacks)}>"
 
 
 if TYPE_CHECKING:
 
-    def _conforms(fake: FakeTransport) -> RealtimeTransport:
+    def _conforms(fake: FakeTransport) -> VoiceTransport:
         return fake
 
 
