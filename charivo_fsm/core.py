@@ -316,6 +316,8 @@ class Core:
         "_parts",
         "_patch_op",
         "_pending",
+        "_op_base",
+        "_accepted_base",
         "_recover_cause",
         "_recover_error",
         "_session_snap",
@@ -359,6 +361,11 @@ class Core:
         self._auto_refresh_tools = auto_refresh_tools
 
         self._base: RealtimeSessionConfig | None = default_config
+        # The base a config operation in flight was built from, and the base of the
+        # latest config the transport accepted: a refused patch puts the base back to
+        # the accepted one, so a refused value is not re-sent by a reconnect (§11).
+        self._op_base: RealtimeSessionConfig | None = default_config
+        self._accepted_base: RealtimeSessionConfig | None = default_config
         # Fields of updates not yet folded into ``_base`` (None: nothing pending).  Folding
         # them once, when the base is needed, gives the same config as merging every
         # update in turn (the latest non-None value of each field wins).
@@ -565,9 +572,16 @@ class Core:
         return self._base
 
     def _effective(self) -> RealtimeSessionConfig:
-        """The config sent to the transport: base + character, tools from the registry."""
-        config = build_realtime_session_config(self._character, self._base_config())
+        """The config sent to the transport: base + character, tools from the registry.
+
+        Only config operations (connect, patch, recover) call this; the base it was
+        built from is remembered for :meth:`_accept_base` / :meth:`fail_patch`."""
+        base = self._op_base = self._base_config()
+        config = build_realtime_session_config(self._character, base)
         return with_tools(config, self.registry.definitions())
+
+    def _accept_base(self) -> None:
+        self._accepted_base = self._op_base
 
     @staticmethod
     def _transport_error(error: BaseException, what: str) -> CharivoError:
@@ -713,6 +727,7 @@ class Core:
         self.session.fire(self, "connect_failed")
 
     def commit_start(self) -> None:
+        self._accept_base()
         self._config = self._pending
         self._sync_character_id()
         self._emit_state()
@@ -983,6 +998,7 @@ class Core:
         return round((self._clock() - self._loop_started) * 1000)
 
     def commit_recover(self) -> None:
+        self._accept_base()
         self._config = self._pending
         self._last_error = None
         self._sync_character_id()
@@ -1108,6 +1124,7 @@ class Core:
         self.refresh.fire(self, "patch_failed")
 
     def commit_patch(self) -> None:
+        self._accept_base()
         self._config = self._pending
         self._last_error = None
         self._sync_character_id()
@@ -1128,6 +1145,10 @@ class Core:
 
     def fail_patch(self) -> None:
         error: CharivoError = self._input
+        # The provider refused these values: the base goes back to what it accepted
+        # (requests made after this patch started stay pending on top of it), so a
+        # later reconnect or session does not send the refused values again.
+        self._base = self._accepted_base
         self._held_errors = None  # folded into this failure (D17.3)
         self._last_error = error
         self._emit("realtime:error", ErrorPayload(error))

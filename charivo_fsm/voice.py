@@ -120,7 +120,7 @@ class AudioItems:
         if item.reported is not None:
             played = item.reported
         else:
-            played = int((self._clock() - item.first_at) * 1000.0)
+            played = round((self._clock() - item.first_at) * 1000.0)
         return max(0, min(played, received))
 
     def unplayed(self) -> bool:
