@@ -287,6 +287,7 @@ class Core:
     """The synchronous engine of one manager.  See the module docstring."""
 
     __slots__ = (
+        "_accepted_base",
         "_attempt",
         "_auto_refresh_tools",
         "_base",
@@ -312,12 +313,11 @@ class Core:
         "_lost_error",
         "_new_session_id",
         "_next_token",
+        "_op_base",
         "_ops",
         "_parts",
         "_patch_op",
         "_pending",
-        "_op_base",
-        "_accepted_base",
         "_recover_cause",
         "_recover_error",
         "_session_snap",
