@@ -20,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from charivo_fsm import (
     CharivoError,
     CharivoStateError,
+    CharivoValidationError,
     RealtimeSessionConfig,
     RealtimeTool,
     RealtimeToolRegistration,
@@ -40,6 +41,7 @@ from charivo_fsm.core import (
     SendToolResult,
     Settle,
     Sleep,
+    Truncate,
 )
 from charivo_fsm.tools import ToolRegistry
 
@@ -91,6 +93,11 @@ class CoreMachine(RuleBasedStateMachine):
         self.carried: dict[int, tuple[str | None, str | None]] = {}
         self.committed_voice: str | None = None
         self.last_op_failed = False
+        # voice: audio bytes received per item, truncations per item since its last chunk
+        self.audio_received: Counter[str] = Counter()
+        self.truncated_since_chunk: Counter[str] = Counter()
+        self.truncations: list[Truncate] = []
+        self.cancelled_completions = 0
 
     # ------------------------------------------------------------- the driver
 
@@ -112,6 +119,10 @@ class CoreMachine(RuleBasedStateMachine):
                 effect.ticket.settled.append(effect.error)
             elif isinstance(effect, (Log, Project)):
                 pass
+            elif isinstance(effect, Truncate):
+                self.truncations.append(effect)
+                self.truncated_since_chunk[effect.item_id] += 1
+                self.pending[effect.token] = effect
             else:
                 if isinstance(effect, SendToolResult):
                     self.sends[effect.call_id] += 1
@@ -208,6 +219,65 @@ class CoreMachine(RuleBasedStateMachine):
         self.core.on_event(event)
         self.drain()
 
+    # ------------------------------------------------------------- voice rules
+
+    @rule(
+        event=st.one_of(
+            st.builds(
+                ev.AudioOutputDelta,
+                audio=st.sampled_from([b"", b"\x00" * 48, b"\x01" * 4800]),
+                item_id=st.sampled_from(["i1", "i2", None]),
+            ),
+            st.builds(ev.UserSpeechStarted, item_id=st.just("u"), audio_start_ms=st.just(0)),
+            st.just(ev.AudioOutputEnded()),
+            st.builds(
+                ev.AssistantResponseCompleted,
+                status=st.sampled_from(["cancelled", "completed", "incomplete"]),
+                reason=st.sampled_from([None, "turn_detected"]),
+                usage=st.sampled_from([None, {"total_tokens": 1}]),
+            ),
+        )
+    )
+    def voice_event(self, event: Any) -> None:
+        before = len(self.emitted)
+        self.core.on_event(event)
+        self.drain()
+        if isinstance(event, ev.AudioOutputDelta) and event.item_id is not None:
+            if self.core.session.state not in ("idle", "stopped"):
+                self.audio_received[event.item_id] += len(event.audio)
+                self.truncated_since_chunk[event.item_id] = 0
+        if isinstance(event, ev.AssistantResponseCompleted) and event.status == "cancelled":
+            names = [name for name, _ in self.emitted[before:]]
+            assert "realtime:assistant:done" not in names, "a cancelled response completed"
+
+    @rule(item_id=st.sampled_from(["i1", "i2"]))
+    def audio_item_sent(self, item_id: str) -> None:
+        """A whole item arrives at once (the service is faster than playback): the
+        app still plays its tail when the next step comes."""
+        self.voice_event(ev.AudioOutputDelta(b"\x02" * 9600, item_id))
+        self.voice_event(ev.AudioOutputEnded())
+
+    @rule()
+    def interrupt(self) -> None:
+        try:
+            self.core.check_send()
+        except CharivoStateError:
+            return
+        self.core.interrupted()
+        self.drain()
+
+    @rule(item_id=st.sampled_from(["i1", "i2", "zz"]), played_ms=st.integers(0, 200))
+    def mark_played(self, item_id: str, played_ms: int) -> None:
+        try:
+            self.core.mark_played(item_id, played_ms)
+        except CharivoValidationError:
+            pass  # an item this session never received (or forgot): refused, nothing changes
+        self.drain()
+
+    @rule(seconds=st.sampled_from([0.01, 0.05, 0.5]))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+
     # ------------------------------------------------------------- invariants
 
     @invariant()
@@ -267,6 +337,31 @@ class CoreMachine(RuleBasedStateMachine):
             assert count <= self.tool_calls[call_id]
         if self.core.running_tool_calls() == 0:
             assert outcomes == +self.tool_calls
+
+    @invariant()
+    def voice_truncation_only_cuts_audio_not_yet_played(self) -> None:
+        """A truncation is never past the audio received, and only happens when some
+        of it was not played (else there is nothing to cut)."""
+        for truncation in self.truncations:
+            received_ms = self.audio_received[truncation.item_id] // 48
+            assert 0 <= truncation.audio_end_ms < received_ms, truncation
+
+    @invariant()
+    def voice_an_item_is_truncated_at_most_once_per_chunk(self) -> None:
+        assert all(count <= 1 for count in self.truncated_since_chunk.values())
+
+    @invariant()
+    def voice_audio_start_and_end_alternate(self) -> None:
+        playing = False
+        for name, _payload in self.emitted:
+            if name == "tts:audio:start":
+                assert not playing, "tts:audio:start twice without an end"
+                playing = True
+            elif name == "tts:audio:end":
+                assert playing, "tts:audio:end without a start"
+                playing = False
+        if self.core.session.state in ("idle", "stopped"):
+            assert not playing, "audio still playing after the session"
 
     @invariant()
     def d4_every_settled_caller_is_settled_once(self) -> None:
