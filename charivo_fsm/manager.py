@@ -76,6 +76,7 @@ from .model import (
     RealtimeTool,
     RealtimeToolRegistration,
 )
+from .streams import EventStream
 from .tools import ProjectorContext, ResultProjector, ToolRegistry
 from .transport import RealtimeTransport, VoiceTransport
 from .voice import check_input_audio, check_played_ms
@@ -246,6 +247,7 @@ class RealtimeManager:
         "_projectors",
         "_ready",
         "_scopes",
+        "_streams",
         "_tg",
         "_transport",
         "_transport_timeout",
@@ -314,6 +316,7 @@ class RealtimeManager:
         self._free = 0
         self._idle: anyio.Event | None = None
         self._update_ticket: _Ticket | None = None
+        self._streams: list[EventStream] | None = None  # open pull streams, if any
         transport.on_event(self._on_transport_event)
 
     # ---------------------------------------------------------------- lifetime
@@ -352,6 +355,8 @@ class RealtimeManager:
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
             self._tg = None
+            for stream in tuple(self._streams or ()):
+                stream.end()
         return False
 
     def _require_entered(self) -> None:
@@ -370,6 +375,34 @@ class RealtimeManager:
     @property
     def session_id(self) -> str | None:
         return self._core.session_id
+
+    def events(self, max_buffer: int = 1024) -> EventStream:
+        """Pull the emitted events: an async iterator of ``(name, payload)``.
+
+        Use it as ``async with manager.events() as stream: async for name, payload
+        in stream:``.  It receives every event from this call on, in emit order,
+        alongside the emitter and any other stream; it holds at most
+        ``max_buffer`` unread events and, rather than drop one, delivers what it
+        holds and then raises :class:`CharivoStateError` naming the overflow.  It
+        ends when the manager exits.  Events emitted by result projectors go to
+        the emitter only.  See :mod:`charivo_fsm.streams`.
+        """
+        stream = EventStream(max_buffer, self._detach_stream)
+        if self._exited:
+            stream.end()
+            return stream
+        streams = self._streams
+        if streams is None:
+            streams = self._streams = []
+        streams.append(stream)
+        return stream
+
+    def _detach_stream(self, stream: EventStream) -> None:
+        streams = self._streams
+        if streams is not None and stream in streams:
+            streams.remove(stream)
+            if not streams:
+                self._streams = None
 
     def set_event_emitter(self, emitter: EventEmitter | None) -> None:
         if emitter is not None and not callable(getattr(emitter, "emit", None)):
@@ -533,6 +566,10 @@ class RealtimeManager:
                             emitter.emit(effect[0], effect[1])
                         except Exception as error:
                             self._listener_failed(effect[0], error)
+                    streams = self._streams
+                    if streams is not None:
+                        for stream in tuple(streams):
+                            stream.put(effect[0], effect[1])
                 else:
                     execute[type(effect)](self, effect)
         finally:
