@@ -253,6 +253,10 @@ _MERGED_FIELDS = tuple(
 _OpCallback = Callable[[Any], None]
 
 
+def _no_randomness() -> float:
+    return 0.5  # the middle of the jitter range: no jitter
+
+
 class _ToolCallRecord:
     """Bookkeeping for one tool call id until its outcome and sends are done.
 
@@ -307,6 +311,7 @@ class Core:
         "_disconnect_op",
         "_held_errors",
         "_input",
+        "_jitter",
         "_last_error",
         "_link_op",
         "_loop_started",
@@ -318,11 +323,13 @@ class Core:
         "_parts",
         "_patch_op",
         "_pending",
+        "_random",
         "_recover_cause",
         "_recover_error",
         "_session_snap",
         "_start_ticket",
         "_stop_tickets",
+        "_tool_error_detail",
         "_voice",
         "_waiters",
         "_want",
@@ -344,10 +351,16 @@ class Core:
         reconnect_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 5.0),
         default_tool_timeout: float = 10.0,
         auto_refresh_tools: bool = False,
+        tool_error_detail: bool = False,
+        reconnect_jitter: float = 0.0,
+        random: Callable[[], float] = _no_randomness,
         clock: Callable[[], float],
         new_session_id: Callable[[], str],
     ) -> None:
         self.out: list[Effect] = []
+        self._tool_error_detail = tool_error_detail
+        self._jitter = reconnect_jitter
+        self._random = random
         self.registry = registry
         self.session = SESSION.runner()
         self.connection = CONNECTION.runner()
@@ -516,6 +529,11 @@ class Core:
 
     def pending_ops(self) -> int:
         return len(self._ops)
+
+    @property
+    def cleanup_pending(self) -> bool:
+        """Whether a clean-up ``disconnect`` (after a remote end, D17.13) is pending."""
+        return self._cleanup_op is not None
 
     def _settle(self, ticket: Any, error: CharivoError | None = None) -> None:
         if ticket is not None:
@@ -957,6 +975,11 @@ class Core:
     def _next_attempt(self) -> None:
         self._attempt += 1
         delay = self._delays[self._attempt - 1]
+        if self._jitter:
+            # Bounded jitter: the configured delay scaled by a factor in
+            # [1 - jitter, 1 + jitter], so sessions dropped together do not retry
+            # in lockstep.
+            delay *= 1.0 + self._jitter * (2.0 * self._random() - 1.0)
         delay_ms = round(delay * 1000)
         self._emit(
             "realtime:reconnect:attempt",
@@ -1526,12 +1549,19 @@ class Core:
         )
         self._emit("realtime:tool:error", ToolErrorPayload(name, error, call_id))
 
-    def _tool_failed(self, name: str, call_id: str, error: CharivoError) -> None:
-        """The failure path: one tool:error, one failure result sent (D8)."""
+    def _tool_failed(
+        self, name: str, call_id: str, error: CharivoError, sent: str | None = None
+    ) -> None:
+        """The failure path: one tool:error, one failure result sent (D8).
+
+        The model gets ``{"success": False, "error": sent}``; ``sent`` defaults to the
+        error's message (our own words: validation, timeout, a CharivoError the
+        handler raised on purpose)."""
         self._tool_outcome_error(name, call_id, error)
         record = self._calls[call_id] = _ToolCallRecord(name, call_id, "failing")
         token = self._tool_op(record)
-        self.out.append(SendToolResult(token, call_id, {"success": False, "error": error.message}))
+        message = error.message if sent is None else sent
+        self.out.append(SendToolResult(token, call_id, {"success": False, "error": message}))
 
     def _on_tool_returned(self, call_id: str, output: Any) -> None:
         record = self._calls[call_id]
@@ -1555,8 +1585,16 @@ class Core:
         elif isinstance(error, CharivoError):
             failure = error
         else:
+            # An unexpected exception: its text may hold anything (paths, secrets), so
+            # the model gets a generic message unless tool_error_detail is set; the
+            # detail stays in realtime:tool:error and the log.
             text = str(error)
             failure = CharivoError(text if text.strip() else type(error).__name__, cause=error)
+            if not self._tool_error_detail:
+                self._tool_failed(
+                    record.name, call_id, failure, f'Realtime tool "{record.name}" failed'
+                )
+                return
         self._tool_failed(record.name, call_id, failure)
 
     def _on_tool_sent(self, call_id: str, output: Mapping[str, Any]) -> None:

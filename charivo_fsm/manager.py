@@ -40,6 +40,7 @@ import asyncio
 import contextvars
 import logging
 import math
+import random as _random
 import types
 import uuid
 from collections import deque
@@ -224,6 +225,64 @@ def _now() -> float:
         return 0.0
 
 
+def _check_jitter(value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0.0 <= value <= 0.5
+    ):
+        raise CharivoValidationError(
+            f"reconnect_jitter must be a fraction between 0 and 0.5 (got {value!r})"
+        )
+    return float(value)
+
+
+_FATAL = (KeyboardInterrupt, SystemExit)
+"""What always propagates: the process is being stopped."""
+
+
+def _handled_as_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (not an ``Exception``), raised by a tool handler or a transport
+    call the engine awaited, is an error of that operation rather than something to
+    propagate.
+
+    * ``KeyboardInterrupt`` and ``SystemExit`` propagate;
+    * a cancellation propagates only when the engine (or the caller's own scope)
+      requested it: some cancel scope around the current task has been cancelled,
+      which anyio reports as an effective deadline of minus infinity.  A
+      cancellation nobody around us asked for (a handler that awaited a future
+      something else cancelled, or re-raised a cancellation it caught) is an error;
+    * any other ``BaseException`` (``GeneratorExit``, custom subclasses) is an error.
+    """
+    if isinstance(exc, _FATAL):
+        return False
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return anyio.current_effective_deadline() != -math.inf
+    return True
+
+
+class UnexpectedBaseException(Exception):
+    """A tool handler or transport call raised a ``BaseException`` that is handled as
+    an error of that operation (see :func:`_handled_as_error`); the original is the
+    ``__cause__``."""
+
+
+def _as_error(exc: BaseException, what: str) -> UnexpectedBaseException:
+    """The error of an operation that raised a non-``Exception`` (see above)."""
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        detail = f"a cancellation the engine did not request ({type(exc).__name__})"
+    else:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    error = UnexpectedBaseException(f"{what} raised {detail}")
+    error.__cause__ = exc
+    return error
+
+
+def _op_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return f"transport {name}" if hasattr(fn, "__self__") else f"tool handler {name}"
+
+
 def _new_session_id() -> str:
     return str(uuid.uuid4())
 
@@ -245,6 +304,7 @@ class RealtimeManager:
         "_logger_failures",
         "_ops",
         "_projectors",
+        "_quiet",
         "_ready",
         "_scopes",
         "_streams",
@@ -266,6 +326,8 @@ class RealtimeManager:
         reconnect_delays: Sequence[float] = _DEFAULT_DELAYS,
         transport_timeout: float = 30.0,
         auto_refresh_tools: bool = False,
+        tool_error_detail: bool = False,
+        reconnect_jitter: float = 0.1,
     ) -> None:
         for method in ("connect", "update_session", "recover", "disconnect", "on_event"):
             if not callable(getattr(transport, method, None)):
@@ -297,6 +359,9 @@ class RealtimeManager:
             reconnect_delays=delays,
             default_tool_timeout=tool_timeout,
             auto_refresh_tools=bool(auto_refresh_tools),
+            tool_error_detail=bool(tool_error_detail),
+            reconnect_jitter=_check_jitter(reconnect_jitter),
+            random=_random.random,
             clock=_now,
             new_session_id=_new_session_id,
         )
@@ -317,6 +382,7 @@ class RealtimeManager:
         self._idle: anyio.Event | None = None
         self._update_ticket: _Ticket | None = None
         self._streams: list[EventStream] | None = None  # open pull streams, if any
+        self._quiet: anyio.Event | None = None  # set when no clean-up disconnect is pending
         transport.on_event(self._on_transport_event)
 
     # ---------------------------------------------------------------- lifetime
@@ -350,6 +416,11 @@ class RealtimeManager:
                             "Realtime session did not stop cleanly on exit",
                             error=error.message,
                         )
+                    # D17.13: a clean-up disconnect after a remote end still reaches
+                    # the transport (it is bounded by transport_timeout itself).
+                    while self._core.cleanup_pending:
+                        quiet = self._quiet = anyio.Event()
+                        await quiet.wait()
         finally:
             self._exited = True
             tg.cancel_scope.cancel()
@@ -673,11 +744,19 @@ class RealtimeManager:
                 value = await fn(*args)
             except Exception as raised:
                 error = raised
+            except BaseException as raised:
+                if not _handled_as_error(raised):
+                    raise
+                call = args[1] if fn == self._lifecycle else fn
+                error = _as_error(raised, _op_name(call))
         self._scopes.pop(token, None)
-        if scope.cancel_called:
-            return  # cancelled by the core: it has already forgotten the token
-        self._core.op_done(token, error, value)
-        self._drain()
+        if not scope.cancel_called:  # else cancelled by the core: it forgot the token
+            self._core.op_done(token, error, value)
+            self._drain()
+        quiet = self._quiet
+        if quiet is not None and not self._core.cleanup_pending:
+            self._quiet = None
+            quiet.set()
 
     def _queue_lifecycle(self) -> _Turn:
         """Take a turn for a lifecycle call, in the order the core asked for them.
@@ -895,6 +974,10 @@ class RealtimeManager:
                 value = await self._resume(op, coroutine, yielded, scope)
         except Exception as raised:
             error = raised
+        except BaseException as raised:
+            if not _handled_as_error(raised):
+                raise
+            error = _as_error(raised, _op_name(op.fn))
         self._finish(op, error, value)
 
     async def _run_guarded(self, op: _Op) -> None:
@@ -920,6 +1003,10 @@ class RealtimeManager:
                     raise OpTimeout(op.timeout)
             except Exception as raised:
                 error = raised
+            except BaseException as raised:
+                if not _handled_as_error(raised):
+                    raise
+                error = _as_error(raised, _op_name(op.fn))
         self._finish(op, error, value)
 
     @types.coroutine
@@ -1036,6 +1123,8 @@ def create_realtime_manager(
     reconnect_delays: Sequence[float] = _DEFAULT_DELAYS,
     transport_timeout: float = 30.0,
     auto_refresh_tools: bool = False,
+    tool_error_detail: bool = False,
+    reconnect_jitter: float = 0.1,
 ) -> RealtimeManager:
     """Build a :class:`RealtimeManager` (same arguments)."""
     return RealtimeManager(
@@ -1048,4 +1137,6 @@ def create_realtime_manager(
         reconnect_delays=reconnect_delays,
         transport_timeout=transport_timeout,
         auto_refresh_tools=auto_refresh_tools,
+        tool_error_detail=tool_error_detail,
+        reconnect_jitter=reconnect_jitter,
     )

@@ -27,6 +27,7 @@ from charivo_fsm import (
     CharivoTransportError,
     CharivoValidationError,
     ConnectionState,
+    RealtimeManager,
     RealtimeSessionConfig,
     RealtimeTool,
     RealtimeToolRegistration,
@@ -56,6 +57,13 @@ from charivo_fsm.payloads import (
 from charivo_fsm.testing import FakeTransport, RecordingEmitter, settle
 
 pytestmark = pytest.mark.anyio
+
+
+def exact_manager(transport: Any, **options: Any) -> RealtimeManager:
+    """A manager whose reconnect delays are exactly as configured (no jitter): these
+    tests check the delays themselves.  Jitter has its own tests."""
+    options.setdefault("reconnect_jitter", 0.0)
+    return create_realtime_manager(transport, **options)
 
 DEFAULT_DELAYS = (0.5, 1.0, 2.0, 4.0, 5.0)
 MARIN = {"provider": "openai", "voice": "marin"}
@@ -183,7 +191,7 @@ async def test_d6_loss_while_idle_or_stopped_is_ignored(
     """D6 trigger: ``connection.lost`` starts a reconnect only while the session is
     active.  Before the first start and after a stop it changes nothing: no state,
     no ``reconnect:attempt``, no ``recover`` even after every delay has passed."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         initial = manager.state
@@ -209,7 +217,7 @@ async def test_d6_loss_while_stopping_is_ignored(
 ) -> None:
     """D6 trigger: a loss while a stop is closing the link does not start a reconnect;
     the stop completes normally (one disconnect, one ``session:end`` reason user)."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -243,7 +251,7 @@ async def test_d6_loss_while_reconnecting_is_ignored(
     """D6 trigger / while reconnecting: a second ``connection.lost`` during the backoff
     or while a recover is in flight belongs to the lost link and is ignored: one loop,
     one attempt, the first cause kept, ``total_ms`` unaffected."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -280,7 +288,7 @@ async def test_d6_begin_interrupts_responding_turn_and_ends_audio(
     """D6 begin: a ``responding`` response becomes ``interrupted`` with its text kept;
     active audio is ended (``tts:lipsync:update`` rms 0, ``tts:audio:end``); the state
     emitted at the begin already shows connecting/interrupted; status stays active."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -313,7 +321,7 @@ async def test_d6_begin_ends_audio_and_keeps_a_completed_turn(
 ) -> None:
     """D6 begin: audio still playing after a completed turn is ended too (B16 fixed),
     and a response that is not ``responding`` keeps its status and text."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -344,7 +352,7 @@ async def test_d6_begin_cancels_running_tool_calls(
         await anyio.sleep(1.0)
         return {"success": True}
 
-    manager = create_realtime_manager(fake, tools=[tool("slowA", slow), tool("slowB", slow)])
+    manager = exact_manager(fake, tools=[tool("slowA", slow), tool("slowB", slow)])
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -374,7 +382,7 @@ async def test_d6_begin_last_error_is_wrapped_event_error(
     """D6 begin: ``last_error`` becomes the wrapped ``event.error``: a
     ``CharivoTransportError`` with the raw error as cause, visible in the state
     emitted at the begin."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -393,7 +401,7 @@ async def test_d6_begin_last_error_is_wrapped_event_error(
 async def test_d6_begin_charivo_error_kept_as_is(fake: FakeTransport) -> None:
     """D6 begin: an ``event.error`` that already is a ``CharivoError`` is stored
     unchanged (wrapping returns the very object)."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     async with manager:
         await manager.start_session()
         fake.gate("recover")
@@ -405,7 +413,7 @@ async def test_d6_begin_charivo_error_kept_as_is(fake: FakeTransport) -> None:
 @bounded
 async def test_d6_begin_without_error_keeps_last_error(fake: FakeTransport) -> None:
     """D6 begin: without ``event.error`` the ``last_error`` is left as it was."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     async with manager:
         await manager.start_session()
         fake.gate("recover")
@@ -431,7 +439,7 @@ async def test_d6_attempts_follow_delays_announced_before_each_delay(
     emitter = TimedEmitter()
     recover_times: list[float] = []
     failing_recover(fake, failures=99, log=recover_times)
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -464,7 +472,7 @@ async def test_d6_each_attempt_builds_effective_config_at_that_moment(
     hiyori = Character(id="c-1", name="Hiyori", voice=CharacterVoice(voice_id="marin"))
     mika = Character(id="c-2", name="Mika", personality="cheerful")
     failing_recover(fake, failures=1)
-    manager = create_realtime_manager(
+    manager = exact_manager(
         fake,
         default_session_config={"provider": "openai", "model": "gpt-realtime"},
         tools=[tool("toolA", noop_handler)],
@@ -514,7 +522,7 @@ async def test_d6_each_recover_bounded_by_transport_timeout(fake: FakeTransport)
     is that timeout error and ``total_ms`` counts delays plus timeouts."""
     emitter = TimedEmitter()
     fake.hang("recover", always=True)
-    manager = create_realtime_manager(fake, reconnect_delays=(0.1, 0.2), transport_timeout=2.0)
+    manager = exact_manager(fake, reconnect_delays=(0.1, 0.2), transport_timeout=2.0)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -550,7 +558,7 @@ async def test_d6_success_continues_the_same_session(
     ``reconnect:success`` (after the committing state); no session boundary, same
     session_id, the response status unchanged."""
     failing_recover(fake, failures=1)
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -605,7 +613,7 @@ async def test_d6_d17_11_exhausted_ends_session_with_one_error_object(
         raise error
 
     fake.respond_with("recover", recover)
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -660,7 +668,7 @@ async def test_d6_session_started_and_ended_ignored_while_reconnecting(
     change nothing and emit nothing (no state, no ``session:end``); each is logged at
     debug as ``event.dropped``.  The reconnect then succeeds into the same session."""
     logger, handler = capture_logger("test.reconnect.dropped")
-    manager = create_realtime_manager(fake, logger=logger)
+    manager = exact_manager(fake, logger=logger)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -711,7 +719,7 @@ async def test_d6_tool_call_refused_while_reconnecting(
         calls.append(context.call_id)
         return {"success": True}
 
-    manager = create_realtime_manager(fake, tools=[tool("wave", handler)])
+    manager = exact_manager(fake, tools=[tool("wave", handler)])
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -752,7 +760,7 @@ async def test_d6_error_event_while_reconnecting_updates_last_error_only(
     wrapped error (a ``CharivoError`` stays the same object) and emits one state, but
     no ``realtime:error`` -- during the backoff and during an in-flight recover.  The
     success then clears ``last_error``."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -791,7 +799,7 @@ async def test_d6_later_loss_after_success_starts_fresh_loop(
     """D6: after a successful reconnect, a new ``connection.lost`` starts a fresh loop
     at attempt 1 (delay 500 ms) with its own cause and its own ``total_ms``."""
     failing_recover(fake, failures=1)
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -823,7 +831,7 @@ async def test_custom_reconnect_delays_exhaust_after_their_count(
     """D6 attempts with ``reconnect_delays=(0.1, 0.2)``: two attempts announced with
     ``delay_ms`` 100 and 200, two recovers, exhaustion after 300 virtual ms."""
     fake.fail_always("recover", RuntimeError("still down"))
-    manager = create_realtime_manager(fake, reconnect_delays=(0.1, 0.2))
+    manager = exact_manager(fake, reconnect_delays=(0.1, 0.2))
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -846,7 +854,7 @@ async def test_custom_reconnect_delays_success_total_ms(
     """D6 success with ``reconnect_delays=(0.1, 0.2)``: the second attempt succeeds,
     ``total_ms`` 300 (100 + 200 of virtual time)."""
     failing_recover(fake, failures=1)
-    manager = create_realtime_manager(fake, reconnect_delays=(0.1, 0.2))
+    manager = exact_manager(fake, reconnect_delays=(0.1, 0.2))
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -860,7 +868,7 @@ async def test_custom_reconnect_delays_success_total_ms(
 def test_empty_reconnect_delays_rejected() -> None:
     """D17.15: ``reconnect_delays`` must hold at least one delay."""
     with pytest.raises(CharivoValidationError):
-        create_realtime_manager(FakeTransport(), reconnect_delays=())
+        exact_manager(FakeTransport(), reconnect_delays=())
 
 
 # ----------------------------------------------------------------------- D10
@@ -872,7 +880,7 @@ async def test_d10_session_started_ignored_before_start_and_after_stop(
 ) -> None:
     """D10 (B5 fixed): ``session.started`` while idle or stopped is ignored: the
     connection stays idle, nothing is emitted."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         initial = manager.state
@@ -898,7 +906,7 @@ async def test_d10_session_started_ignored_while_starting(
     """D10: ``session.started`` while the start is still connecting is ignored: the
     connection stays ``connecting``, no state and no ``session:start`` are emitted for
     it; the start then commits normally with one ``session:start``."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         gate = fake.gate("connect")
@@ -922,7 +930,7 @@ async def test_d10_session_started_while_connected_emits_nothing(
 ) -> None:
     """D10: on an active, connected session ``session.started`` changes nothing, so
     no state is emitted."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -939,7 +947,7 @@ async def test_d10_session_started_ignored_while_patching(
 ) -> None:
     """D10: ``session.started`` during an in-flight patch is ignored (no state emitted
     for it); the patch then commits as usual."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -972,7 +980,7 @@ async def test_d12_full_exhaustion_is_virtual_time(
     takes (far) less than 12.5 s of wall time."""
     emitter = TimedEmitter()
     fake.fail_always("recover", RuntimeError("down"))
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     wall = time.monotonic()
     async with manager:
@@ -1000,7 +1008,7 @@ async def test_d17_4_update_while_reconnecting_returns_when_reconnect_succeeds(
     the transport through ``recover``; ``transport.update_session`` is never called and
     no follow-up patch runs (the config did not change while a recover was in flight)."""
     emitter = TimedEmitter()
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -1027,7 +1035,7 @@ async def test_d17_4_d18_3_update_while_reconnecting_raises_exhaustion_error(
     """D17.4 / D18.3: an ``update_session`` waiting on a reconnect that is exhausted
     raises the D17.11 error object: the very ``reconnect:exhausted.last_error``."""
     fake.fail_always("recover", RuntimeError("down"))
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -1052,7 +1060,7 @@ async def test_d17_4_config_changed_during_recover_gets_one_follow_up_patch(
     latest config, run right after the reconnect commits; they return after that
     patch settles, not at the reconnect success.  Two such callers coalesce into one
     patch."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -1099,7 +1107,7 @@ async def test_d18_9_only_callers_during_recover_wait_for_follow_up(
     by the recover) returns when the reconnect succeeds, while the follow-up patch is
     still in flight; a caller that arrived while the recover was in flight returns only
     after that patch."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     async with manager:
         await manager.start_session(MARIN)
         recover_gate = fake.gate("recover")
@@ -1139,7 +1147,7 @@ async def test_d18_2_errors_held_by_patch_discarded_by_loss_update_last_error(
     for errors during a reconnect: no ``realtime:error`` for it.  The patch's caller
     is served by the reconnect (returns when it succeeds, its config carried by the
     recover), and the discarded patch is not retried."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -1183,7 +1191,7 @@ async def test_d18_3_update_waiting_on_reconnect_returns_when_stop_cancels_it(
     """D18.3 / D4: ``update_session`` callers waiting on a reconnect return without
     raising when a stop cancels the reconnect -- one that called during the backoff
     and one whose patch the connection loss discarded (D5)."""
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     async with manager:
         await manager.start_session(MARIN)
         patch_gate = fake.gate("update_session")
@@ -1223,7 +1231,7 @@ async def test_b11_stop_during_backoff_cancels_loop_at_once(
     delay there is no further ``reconnect:attempt``, no state write, no event and no
     ``recover`` call."""
     failing_recover(fake, failures=1)
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()
@@ -1267,7 +1275,7 @@ async def test_b11_late_recover_failure_after_stop_writes_nothing(
         raise RuntimeError("late failure")
 
     fake.respond_with("recover", stubborn)
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session()

@@ -21,6 +21,7 @@ from charivo_fsm import (
     CharivoStateError,
     CharivoTransportError,
     ConnectionState,
+    RealtimeManager,
     RealtimeSessionConfig,
     ResponseStatus,
     SessionStatus,
@@ -40,6 +41,13 @@ from charivo_fsm.payloads import (
 from charivo_fsm.testing import FakeTransport, RecordingEmitter, settle
 
 pytestmark = pytest.mark.anyio
+
+
+def exact_manager(transport: Any, **options: Any) -> RealtimeManager:
+    """A manager whose reconnect delays are exactly as configured (no jitter): these
+    tests check the delays themselves.  Jitter has its own tests."""
+    options.setdefault("reconnect_jitter", 0.0)
+    return create_realtime_manager(transport, **options)
 
 MARIN = {"provider": "openai", "voice": "marin"}
 ALL_TIMERS = 60.0  # seconds of virtual time: more than every default delay together
@@ -76,7 +84,7 @@ async def test_t23_reconnects_without_synthetic_session_boundaries(
     exact: the recover is released at the very instant the 500 ms delay ends, so
     ``reconnect:success.total_ms == 500``.
     """
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -143,7 +151,7 @@ async def test_t24_next_attempt_uses_latest_cached_config(fake: FakeTransport) -
 
     fake.respond_with("recover", recover)
     emitter = RecordingEmitter()
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     update_returned: list[float] = []
 
@@ -191,7 +199,7 @@ async def test_t25_stop_cancels_pending_recover_and_stays_stopped(
     state is idle/stopped with config None, and the recover result arriving late (the
     gate opened afterwards) changes nothing: no state, no ``reconnect:success``.
     """
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -257,7 +265,7 @@ async def test_t26_exhausted_after_five_failed_recovers(
         raise error
 
     fake.respond_with("recover", recover)
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     manager.set_event_emitter(emitter)
     async with manager:
         await manager.start_session(MARIN)
@@ -319,7 +327,7 @@ async def test_t27_interrupted_response_survives_reconnect_until_fresh_turn(
     Upstream outcome kept.  Added (D7): a late ``completed`` of the interrupted turn
     arriving after the reconnect is ignored.
     """
-    manager = create_realtime_manager(fake)
+    manager = exact_manager(fake)
     async with manager:
         await manager.start_session()
         fake.emit(AssistantResponseStarted())
