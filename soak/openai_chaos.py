@@ -153,6 +153,7 @@ async def server_chaos(
         # The server keeps what it saw; the soak does not need it (flat memory).
         server.received.clear()
         server.sent.clear()
+        server.injected.clear()
         server.requests.clear()
         roll = rng.random()
         try:

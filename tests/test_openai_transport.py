@@ -55,8 +55,8 @@ from charivo_fsm.events import (
     TransportEvent,
     UserTranscript,
 )
-from tests.sdk_validation import validate_client_event, validate_server_event
-from charivo_fsm.testing import LocalRealtimeServer, RecordingEmitter, ToolTrigger
+from charivo_fsm.testing import LocalRealtimeServer, RecordingEmitter, ToolTrigger, silence, speech
+from charivo_fsm.testing.audio import frame_levels
 from charivo_fsm.testing.server import GARBAGE_KINDS
 from charivo_fsm.transports.openai import (
     CLIENT_ROUTES,
@@ -66,6 +66,7 @@ from charivo_fsm.transports.openai import (
     mapping_table_markdown,
     pcm16_rms,
 )
+from tests.sdk_validation import validate_client_event, validate_server_event
 
 pytestmark = pytest.mark.anyio
 
@@ -425,22 +426,33 @@ async def test_audio_response_maps_audio_events_and_lipsync() -> None:
         assert types.index("audio.output.started") < types.index("audio.lipsync")
         assert types.index("audio.output.ended") < types.index("assistant.response.completed")
         levels = [e.rms for e in h.events.of(AudioLipsync)]
-        assert len(levels) == 3
-        # a sine of amplitude 0.5 has an RMS of 0.5 / sqrt(2)
-        assert all(abs(level - 0.5 / math.sqrt(2)) < 0.01 for level in levels)
+        # one level per 40 ms chunk of the server's synthetic voice, its RMS over the chunk
+        chunks = [
+            base64.b64decode(e["delta"]) for e in h.server.sent_of("response.output_audio.delta")
+        ]
+        assert len(levels) == len(chunks) == 9
+        for level, chunk in zip(levels, chunks, strict=True):
+            frames = frame_levels(chunk)
+            assert abs(level - math.sqrt(sum(f * f for f in frames) / len(frames))) < 0.01
+        assert len(set(levels)) > 1
         assert "".join(e.text for e in h.events.of(AssistantTextDelta)) == "You said: sing"
         assert done.text == "You said: sing"
 
 
 async def test_send_audio_appends_base64_pcm16_and_maps_the_transcript() -> None:
-    pcm = bytes(range(256)) * 4
-    async with running() as h:
+    # 400 ms of voice then 600 ms of silence: the server's VAD ends the turn and,
+    # with transcription on, transcribes it
+    pcm = speech(400) + silence(600)
+    server = {"transcribe": lambda audio: f"heard {len(audio)} bytes of audio"}
+    async with running(server, transcription_model="gpt-4o-transcribe") as h:
         await h.transport.connect(CONFIG)
         await h.transport.send_audio(pcm)
         transcript = await h.events.wait_for(UserTranscript)
-        event = h.server.received_of("input_audio_buffer.append")[0]
-        assert base64.b64decode(event["audio"]) == pcm
-        assert transcript.text == f"heard {len(pcm)} bytes of audio"
+        appended = h.server.received_of("input_audio_buffer.append")
+        assert b"".join(base64.b64decode(event["audio"]) for event in appended) == pcm
+        stopped = h.server.sent_of("input_audio_buffer.speech_stopped")[0]
+        # the turn: the voice, 300 ms of prefix padding before it (none here), the silence
+        assert transcript.text == f"heard {stopped['audio_end_ms'] * 48} bytes of audio"
 
 
 async def test_tool_call_round_trip() -> None:
@@ -505,7 +517,7 @@ async def test_interrupt_sends_response_cancel() -> None:
         assert h.server.received_types()[-1] == "response.cancel"
         assert len(h.events.of(AssistantTextDelta)) < 200
         assert done.text == "".join(e.text for e in h.events.of(AssistantTextDelta))
-        assert h.server.sent[-1]["response"]["status"] == "cancelled"
+        assert h.server.sent_of("response.done")[-1]["response"]["status"] == "cancelled"
 
 
 async def test_interrupt_without_a_response_surfaces_the_provider_error() -> None:
@@ -826,7 +838,9 @@ async def test_the_api_key_never_appears_in_logs_errors_or_reprs(
     caplog.set_level(logging.DEBUG)
     errors: list[BaseException] = []
     texts: list[str] = []
-    async with running({"audio": True}, ping_interval=0.05) as h:
+    async with running(
+        {"audio": True}, ping_interval=0.05, transcription_model="gpt-4o-transcribe"
+    ) as h:
         texts.append(repr(h.transport))
         texts.append(repr(vars(h.transport)) if hasattr(h.transport, "__dict__") else "")
         await h.transport.connect(CONFIG)
@@ -837,7 +851,7 @@ async def test_the_api_key_never_appears_in_logs_errors_or_reprs(
         assert call.call_id is not None
         await h.transport.send_tool_result(call.call_id, {"ok": True})
         await h.events.wait_for(AssistantResponseCompleted, 2)
-        await h.transport.send_audio(b"\x01\x00" * 50)
+        await h.transport.send_audio(speech(300) + silence(600))
         await h.events.wait_for(UserTranscript)
         # a server that echoes the key back in an error message
         await h.server.send_event(

@@ -6,9 +6,13 @@
 * :func:`settle` — let all other tasks run until they are blocked, without
   moving a virtual clock;
 * :class:`LocalRealtimeServer` — an embedded OpenAI-Realtime-compatible
-  WebSocket server on 127.0.0.1 with fault injection (see
-  :mod:`charivo_fsm.testing.server`), with :class:`ToolTrigger`,
-  :class:`HandshakeRecord` and :data:`GarbageKind`;
+  WebSocket server on 127.0.0.1 that follows the real service's rules and
+  refusals, with fault injection (see :mod:`charivo_fsm.testing.server`), with
+  :class:`ToolTrigger`, :class:`HandshakeRecord`, :class:`Injection` and
+  :data:`GarbageKind`; its rules run without sockets in
+  :class:`~charivo_fsm.testing.service_rules.ServiceSession`;
+* audio for voice tests (:mod:`charivo_fsm.testing.audio`): :func:`speech` and
+  :func:`silence` in any :class:`AudioFormat` of the GA interface;
 * the semantic suite (:mod:`charivo_fsm.testing.suite`, ``charivo-fsm check``):
   :class:`TransportFaults`, the fault-injection interface a transport author
   implements (:class:`FakeTransportFaults` implements it for the fake), a
@@ -18,8 +22,9 @@
   test extras: Hypothesis, trio, looptime).
 """
 
+from .audio import AudioFormat, silence, speech
 from .fake import METHODS, Call, FakeTransport, Gate, MethodName, RecordingEmitter, settle
-from .server import GarbageKind, HandshakeRecord, LocalRealtimeServer, ToolTrigger
+from .server import GarbageKind, HandshakeRecord, Injection, LocalRealtimeServer, ToolTrigger
 from .suite import (
     INVARIANTS,
     FakeTransportFaults,
@@ -38,12 +43,14 @@ from .suite import (
 __all__ = [
     "INVARIANTS",
     "METHODS",
+    "AudioFormat",
     "Call",
     "FakeTransport",
     "FakeTransportFaults",
     "GarbageKind",
     "Gate",
     "HandshakeRecord",
+    "Injection",
     "Invariant",
     "InvariantViolation",
     "LocalRealtimeServer",
@@ -59,4 +66,6 @@ __all__ = [
     "run_steps",
     "run_suite",
     "settle",
+    "silence",
+    "speech",
 ]

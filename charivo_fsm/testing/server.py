@@ -1,9 +1,9 @@
 """An embedded OpenAI-Realtime-compatible WebSocket server for tests and the demo.
 
-:class:`LocalRealtimeServer` listens on 127.0.0.1 (an ephemeral port), speaks
-the GA Realtime protocol closely enough for
-:class:`~charivo_fsm.transports.openai.OpenAIRealtimeTransport`, records what
-the client sent and takes fault-injection commands.  It is built on anyio and
+:class:`LocalRealtimeServer` listens on 127.0.0.1 (an ephemeral port) and
+behaves like the real service's GA interface, refusals included, so a client
+can be tested against it the way it will meet the service.  It records what
+each side sent and takes fault-injection commands.  It is built on anyio and
 wsproto like the transport, so it runs on asyncio and on trio::
 
     async with LocalRealtimeServer(api_key="sk-test") as server:
@@ -11,58 +11,139 @@ wsproto like the transport, so it runs on asyncio and on trio::
             ...
         assert server.received_types()[0] == "session.update"
 
-Behaviour
+The rules live, socket-free, in :mod:`charivo_fsm.testing.service_rules` (one
+connection's session, conversation and input audio) and
+:mod:`charivo_fsm.testing.service_response` (one response's events); this module
+is the I/O around them: handshakes, connections, pacing, recording, faults.
+Every event the server sends itself validates against the ``openai`` SDK's
+``RealtimeServerEvent`` models; every error carries the real service's ``code``,
+``type`` (``invalid_request_error``) and message, and in ``event_id`` the
+``event_id`` of the client event it refuses.
+
+Connection
+----------
+* The ``Authorization: Bearer <key>`` header must carry ``api_key``
+  (``api_key=None`` accepts anything), else HTTP 401 with an OpenAI-style JSON
+  body (``invalid_api_key``).  Every handshake is recorded in :attr:`requests`
+  (path and query, never the header).  The ``model`` query parameter names the
+  session's model.
+* On connect: ``session.created`` with the whole session.  Defaults as the
+  service's: ``audio/pcm`` 24 kHz in and out, voice ``alloy``, server VAD
+  (threshold 0.5, prefix padding 300 ms, silence 500 ms, create and interrupt
+  response), no input transcription; ``output_modalities`` is ``["text"]``, or
+  ``["audio"]`` (the service's default) with ``audio=True``.
+
+Session
+-------
+* ``session.update`` merges into the session (``audio.input``/``audio.output``
+  key by key; a ``turn_detection`` object is completed with its type's
+  defaults) and is answered with ``session.updated`` carrying the whole
+  session.  Refused, with nothing applied: no ``session.type``
+  (``missing_required_parameter``), an unknown field (``unknown_parameter``),
+  ``output_modalities`` other than ``["audio"]`` or ``["text"]`` (the service
+  cannot do both), a voice change once the session has produced assistant
+  audio (``cannot_update_voice``, "Cannot update a conversation's voice if
+  assistant audio is present.").
+
+Conversation (memory)
+---------------------
+Each connection keeps its conversation: user messages (typed, or committed
+audio), assistant messages (produced, or created by the client, as a client
+replays history into a new session after a reconnect), function calls and
+their outputs.  :meth:`conversation` returns the latest connection's items.
+
+* ``conversation.item.create``: checked as the service does (role, content part
+  types, assistant parts need ``text``, a ``function_call_output`` must name a
+  ``call_id`` of a function call in the conversation: ``invalid_tool_call_id``),
+  stored (after ``previous_item_id`` if given; ``"root"`` = first) and
+  acknowledged with ``conversation.item.added`` and ``conversation.item.done``.
+* ``conversation.item.delete`` / ``retrieve``: ``conversation.item.deleted`` /
+  ``retrieved``, or ``item_delete_invalid_item_id`` / ``item_retrieve_invalid_item_id``.
+* ``conversation.item.truncate``: the item must be in the conversation
+  (``item_truncate_invalid_item_id``), an assistant audio message
+  (``unsupported_content_type``), ``content_index`` 0 and ``audio_end_ms`` not
+  past the audio the server produced for it (``invalid_value``, "Audio content
+  of 1200ms is already shorter than 1500ms").  Then
+  ``conversation.item.truncated``, and the stored item keeps only that audio
+  and the transcript of the words it finished saying.
+
+Responses
 ---------
-* Handshake: the ``Authorization: Bearer <key>`` header must carry ``api_key``
-  (``api_key=None`` accepts anything); otherwise HTTP 401 with an OpenAI-style
-  JSON error body.  Every handshake is recorded in :attr:`requests` (path and
-  query, never the header).
-* On connect: ``session.created``.
-* ``session.update``: merged into the connection's session and acknowledged
-  with ``session.updated`` carrying the whole session.
-* ``conversation.item.create``: stored, acknowledged with
-  ``conversation.item.added`` and ``conversation.item.done``.
-* ``response.create``: a response is streamed — ``response.created``,
-  ``response.output_item.added``, ``response.content_part.added``, one
-  ``response.output_text.delta`` per word (with ``audio=True``:
-  ``response.output_audio_transcript.delta`` plus a PCM16 tone in
-  ``response.output_audio.delta``, then ``response.output_audio.done``),
-  ``…done`` events and ``response.done`` with ``usage`` (word counts).  The
-  reply to a user message is ``reply(text)`` (default ``"You said: <text>"``).
-  When the latest user message contains a :class:`ToolTrigger` keyword and
-  the session declares that tool, the response is a function call instead
-  (``response.function_call_arguments.done`` with a fresh ``call_id``); after
-  the client's ``function_call_output`` and ``response.create`` the answer is
-  ``"<tool> says: <output>"``.
-* ``response.cancel``: the streaming response stops and ends with
-  ``response.done`` (``status: "cancelled"``); with no response in flight an
-  ``error`` (``response_cancel_not_active``) is sent, as the real API does.
-* ``input_audio_buffer.append``: with ``transcribe_audio=True`` (default) a
-  ``conversation.item.input_audio_transcription.completed`` follows, with the
-  transcript ``"heard <n> bytes of audio"``.
-* Anything else: an ``error`` event (``unknown_event``).
+* ``response.create`` while a response is active is refused
+  (``conversation_already_has_active_response``, naming the active response);
+  no second response starts.  ``response.output_modalities``,
+  ``max_output_tokens`` and ``metadata`` are honoured.
+* A response is ``response.created``, output items with real ids, indexes and
+  content indexes (``response.output_item.added``, ``conversation.item.added``,
+  ``response.content_part.added``, one delta per word, the ``…done`` events,
+  ``conversation.item.done``), ``response.done`` with ``usage``, then
+  ``rate_limits.updated``.  With
+  ``["audio"]`` each word is a ``response.output_audio_transcript.delta`` and
+  40 ms chunks of a synthetic voice in the session's output format
+  (:func:`~charivo_fsm.testing.audio.voice_chunks`), then
+  ``response.output_audio.done``; with ``["text"]``, ``response.output_text``
+  deltas.  Audio is sent as fast as possible, or at ``audio_pace`` times real
+  time; ``delta_delay`` waits before each word.  More words than
+  ``max_output_tokens`` end the response ``incomplete`` (``max_output_tokens``).
+* What it says: after a ``function_call_output``, ``"<tool> says: <output>"``.
+  A user message containing a :class:`ToolTrigger` keyword, when the session
+  declares that tool (and ``tool_choice`` is not ``none``), makes the response
+  a function call; the response then completes (``…arguments.done``,
+  ``output_item.done``, ``response.done``) and the client sends the
+  ``function_call_output`` and a new ``response.create``.  A user message
+  containing "what did I say" or "remember" is answered with the earliest user
+  message of this connection's conversation (``You first said: "…".``; without
+  one, ``I don't remember anything you said before this.``).  Otherwise
+  ``reply(text)`` (default ``"You said: <text>"``).
+* ``response.cancel`` ends the active response (open parts and items done as
+  ``incomplete``, ``response.done`` with status ``cancelled``, reason
+  ``client_cancelled``); with none active: ``response_cancel_not_active``.
+
+Input audio
+-----------
+* ``input_audio_buffer.append`` adds audio in the session's input format.
+* Server VAD (``server_vad``; ``semantic_vad`` works alike, its silence set by
+  ``eagerness``): a 20 ms frame whose RMS level is above ``threshold`` × 0.1 of
+  full scale is speech.  Speech starting sends
+  ``input_audio_buffer.speech_started`` (``audio_start_ms`` including the prefix
+  padding, the coming item's id) and, with ``interrupt_response``, cancels an
+  active response (barge-in: ``response.done`` ``cancelled``, reason
+  ``turn_detected``).  ``silence_duration_ms`` of silence then sends
+  ``speech_stopped``, ``input_audio_buffer.committed``, the user item
+  (``conversation.item.added``/``done``), the transcription when
+  ``audio.input.transcription`` names a model
+  (``conversation.item.input_audio_transcription.delta``/``completed``) and,
+  with ``create_response``, a response.  What the user said is
+  ``transcribe(audio)`` (default ``"(spoken audio, 1.2 s)"``).
+* With ``turn_detection: null`` (push to talk) nothing happens until
+  ``input_audio_buffer.commit`` (under 100 ms of audio:
+  ``input_audio_buffer_commit_empty``); a commit never starts a response.
+  ``input_audio_buffer.clear`` empties the buffer (``input_audio_buffer.cleared``).
+* Anything else: an ``error`` (``unknown_event``).
 
 Fault injection
 ---------------
 Flags (take effect for the next matching client event):
 :meth:`reject_next_session_update`, :meth:`delay_next_session_update`,
 :meth:`send_bad_tool_arguments`, :meth:`never_answer_close`,
-:meth:`ignore_pings`.  Actions on the live connections (awaitable):
-:meth:`drop_connection`, :meth:`send_garbage`, :meth:`send_event`,
-:meth:`close_connection`.  Waiting: :meth:`wait_for_event`,
+:meth:`ignore_pings`; ``error_event_ids=False`` sends ``error.event_id`` as
+``null``, as the real service often does.  Actions on the live connections
+(awaitable): :meth:`drop_connection`, :meth:`close_connection`, and the three
+that send data the server would not send itself — :meth:`send_event` (any
+event, well-formed or not), :meth:`send_raw_text`, :meth:`send_garbage`.  What
+those three send is recorded in :attr:`injected`, never in :attr:`sent`, so
+:attr:`sent` holds only the server's own messages.  A test that sends invalid
+client events on purpose sets :attr:`expects_invalid_client_events`.
+Waiting: :meth:`wait_for_event`, :meth:`wait_for_sent`,
 :meth:`wait_for_connections`, :meth:`wait_for_close_frames`.
 """
 
 from __future__ import annotations
 
-import base64
+import copy
 import json
 import logging
-import math
 import ssl
-import sys
-import uuid
-from array import array
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, get_args
@@ -81,12 +162,22 @@ from ..transports._websocket import (
     WebSocketError,
     server_handshake,
 )
+from .service_response import Pause, ResponseRun, new_id
+from .service_rules import (
+    DEFAULT_TOOL_TRIGGERS,
+    Script,
+    ServiceError,
+    ServiceSession,
+    ToolTrigger,
+    default_reply,
+)
 
 __all__ = [
     "DEFAULT_TOOL_TRIGGERS",
     "GARBAGE_KINDS",
     "GarbageKind",
     "HandshakeRecord",
+    "Injection",
     "LocalRealtimeServer",
     "ToolTrigger",
 ]
@@ -110,22 +201,6 @@ GarbageKind = Literal[
 GARBAGE_KINDS: tuple[GarbageKind, ...] = get_args(GarbageKind)
 
 _DEFAULT_OVERSIZE = 16 * 1024 * 1024 + 1024
-_SAMPLE_RATE = 24_000
-
-
-@attrs.frozen(slots=True)
-class ToolTrigger:
-    """When a user message contains ``keyword`` (case-insensitive) and the session
-    declares a tool called ``name``, the next response calls it with ``arguments``."""
-
-    keyword: str
-    name: str
-    arguments: Mapping[str, Any] = attrs.field(factory=dict)
-
-
-DEFAULT_TOOL_TRIGGERS: tuple[ToolTrigger, ...] = (
-    ToolTrigger("weather", "get_weather", {"city": "Paris"}),
-)
 
 
 @attrs.frozen(slots=True)
@@ -138,57 +213,31 @@ class HandshakeRecord:
     authorized: bool
 
 
-def _default_reply(text: str) -> str:
-    return f"You said: {text}"
+@attrs.frozen(slots=True)
+class Injection:
+    """One message a fault-injection method sent on one connection.
 
+    ``kind`` is ``"event"`` (:meth:`~LocalRealtimeServer.send_event`; ``payload``
+    is the event), ``"raw-text"`` (:meth:`~LocalRealtimeServer.send_raw_text`;
+    the text) or a :data:`GarbageKind` (:meth:`~LocalRealtimeServer.send_garbage`;
+    the text, or the bytes of a binary message)."""
 
-def _tone(samples: int, *, amplitude: float = 0.5, frequency: float = 440.0) -> bytes:
-    """A sine tone as little-endian PCM16 at 24 kHz (RMS = amplitude / sqrt 2)."""
-    values = array(
-        "h",
-        (
-            round(amplitude * 32767 * math.sin(2 * math.pi * frequency * n / _SAMPLE_RATE))
-            for n in range(samples)
-        ),
-    )
-    if sys.byteorder == "big":  # pragma: no cover
-        values.byteswap()
-    return values.tobytes()
-
-
-def _words(text: str) -> list[str]:
-    """Split ``text`` into deltas that join back to it exactly."""
-    parts = text.split(" ")
-    return [part + " " for part in parts[:-1]] + [parts[-1]] if text else []
+    kind: str
+    payload: Mapping[str, Any] | str | bytes
 
 
 class _Conn:
     """Server-side state of one client connection."""
 
-    def __init__(self, ws: WebSocket, model: str) -> None:
+    def __init__(self, ws: WebSocket, service: ServiceSession) -> None:
         self.ws = ws
-        self.id = "sess_" + uuid.uuid4().hex[:20]
-        self.session: dict[str, Any] = {
-            "type": "realtime",
-            "id": self.id,
-            "object": "realtime.session",
-            "model": model,
-            "output_modalities": ["audio"],
-            "instructions": "",
-            "tools": [],
-            "tool_choice": "auto",
-            "max_output_tokens": "inf",
-            "audio": {
-                "input": {"format": {"type": "audio/pcm", "rate": _SAMPLE_RATE}},
-                "output": {"format": {"type": "audio/pcm", "rate": _SAMPLE_RATE}, "voice": "alloy"},
-            },
-        }
-        self.conversation_id = "conv_" + uuid.uuid4().hex[:20]
-        self.items: list[dict[str, Any]] = []
-        self.calls: dict[str, str] = {}  # call_id -> tool name
-        self.response: tuple[str, anyio.CancelScope] | None = None
-        self.audio_bytes = 0
+        self.service = service
+        self.lock = anyio.Lock()
+        """Held while the rules run and their events are sent, so the reader and
+        the response streamer never interleave."""
         self.group: anyio.abc.TaskGroup | None = None
+        self.streaming: ResponseRun | None = None
+        self.stream_scope: anyio.CancelScope | None = None
 
 
 class LocalRealtimeServer:
@@ -200,11 +249,17 @@ class LocalRealtimeServer:
     :param path: the URL path (the server accepts any path; :attr:`url` uses this).
     :param tool_triggers: keyword → tool call rules.
     :param reply: the assistant's answer to a user message.
-    :param audio: stream audio (``output_audio_transcript`` deltas and PCM16
-        ``output_audio`` deltas) instead of ``output_text`` deltas.
-    :param delta_delay: seconds between two deltas of a response.
-    :param transcribe_audio: answer each ``input_audio_buffer.append`` with a
-        transcription event.
+    :param audio: sessions start with ``output_modalities`` ``["audio"]`` (the real
+        service's default) instead of ``["text"]``.
+    :param delta_delay: seconds to wait before each word of a response.
+    :param audio_pace: stream assistant audio at this multiple of real time
+        (``1.0``: a 40 ms chunk every 40 ms); ``None``: as fast as possible.
+    :param transcribe: what the user said in committed audio (raw bytes in the
+        input format); default ``"(spoken audio, <seconds> s)"``.
+    :param error_event_ids: errors name the offending client event's
+        ``event_id`` (``False``: ``null``, as the real service often sends).
+    :param expects_invalid_client_events: the test sends invalid client events
+        on purpose (the suite's SDK check of received events is skipped).
     :param ssl_context: a server-side TLS context: serve ``wss://``.
     :param max_message_size: client messages above this many bytes are dropped.
     """
@@ -216,21 +271,33 @@ class LocalRealtimeServer:
         host: str = "127.0.0.1",
         path: str = "/v1/realtime",
         tool_triggers: Sequence[ToolTrigger] = DEFAULT_TOOL_TRIGGERS,
-        reply: Callable[[str], str] = _default_reply,
+        reply: Callable[[str], str] = default_reply,
         audio: bool = False,
         delta_delay: float = 0.0,
-        transcribe_audio: bool = True,
+        audio_pace: float | None = None,
+        transcribe: Callable[[bytes], str] | None = None,
+        error_event_ids: bool = True,
+        expects_invalid_client_events: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         max_message_size: int = 16 * 1024 * 1024,
     ) -> None:
+        if audio_pace is not None and not audio_pace > 0:
+            raise ValueError("audio_pace must be positive or None")
         self._api_key = api_key
         self._host = host
         self._path = path
-        self.tool_triggers = tuple(tool_triggers)
-        self.reply = reply
-        self.audio = audio
+        self.script = Script(
+            tool_triggers=tuple(tool_triggers),
+            reply=reply,
+            transcribe=transcribe,
+            audio=audio,
+            error_event_ids=error_event_ids,
+        )
+        """The scripted model every connection shares (see :class:`Script`)."""
         self.delta_delay = delta_delay
-        self.transcribe_audio = transcribe_audio
+        self.audio_pace = audio_pace
+        self.expects_invalid_client_events = expects_invalid_client_events
+        """Set by a test that sends invalid client events on purpose."""
         self._ssl_context = ssl_context
         self._max_message_size = max_message_size
         self._port: int | None = None
@@ -241,18 +308,49 @@ class LocalRealtimeServer:
         self.received: list[dict[str, Any]] = []
         """Every client event received (parsed JSON objects), in arrival order."""
         self.sent: list[dict[str, Any]] = []
-        """Every well-formed server event sent (garbage excluded), in order."""
+        """Every event the server sent of its own accord, in order (injections excluded)."""
+        self.injected: list[Injection] = []
+        """Every message a fault-injection method sent, in order."""
         self.requests: list[HandshakeRecord] = []
         """Every opening handshake, accepted or not."""
         self.connections = 0
         """How many WebSocket connections were accepted so far."""
         self.close_frames = 0
         """How many close frames clients sent."""
+        self.last_session: ServiceSession | None = None
+        """The rules of the latest accepted connection (kept after it closes)."""
         self._reject_next: list[str] = []
         self._delay_next: list[float] = []
-        self._bad_tool_arguments = 0
         self._never_answer_close = False
         self._ignore_pings = False
+
+    # ------------------------------------------------------------ script
+
+    @property
+    def reply(self) -> Callable[[str], str]:
+        """The assistant's answer to a user message (may be replaced at any time)."""
+        return self.script.reply
+
+    @reply.setter
+    def reply(self, value: Callable[[str], str]) -> None:
+        self.script.reply = value
+
+    @property
+    def tool_triggers(self) -> tuple[ToolTrigger, ...]:
+        return self.script.tool_triggers
+
+    @tool_triggers.setter
+    def tool_triggers(self, value: Sequence[ToolTrigger]) -> None:
+        self.script.tool_triggers = tuple(value)
+
+    @property
+    def audio(self) -> bool:
+        """Whether new sessions default to ``["audio"]`` output."""
+        return self.script.audio
+
+    @audio.setter
+    def audio(self, value: bool) -> None:
+        self.script.audio = value
 
     # ------------------------------------------------------------ lifetime
 
@@ -313,6 +411,12 @@ class LocalRealtimeServer:
         """The sent server events of one type, in order."""
         return [event for event in self.sent if event.get("type") == event_type]
 
+    def conversation(self) -> list[dict[str, Any]]:
+        """A copy of the latest connection's conversation items (empty before any)."""
+        if self.last_session is None:
+            return []
+        return copy.deepcopy(self.last_session.items)
+
     @property
     def active_connections(self) -> int:
         return len(self._conns)
@@ -322,7 +426,7 @@ class LocalRealtimeServer:
             self._changed.set()
             self._changed = None
 
-    async def _wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+    async def _wait_until(self, check: Callable[[], bool], timeout: float) -> None:
         with anyio.fail_after(timeout):
             while not check():
                 if self._changed is None:
@@ -333,32 +437,39 @@ class LocalRealtimeServer:
         self, event_type: str, count: int = 1, *, timeout: float = 5.0
     ) -> dict[str, Any]:
         """Wait until ``count`` client events of ``event_type`` arrived; return the last."""
-        await self._wait_until(
-            lambda: len(self.received_of(event_type)) >= count, timeout, event_type
-        )
+        await self._wait_until(lambda: len(self.received_of(event_type)) >= count, timeout)
         return self.received_of(event_type)[count - 1]
+
+    async def wait_for_sent(
+        self, event_type: str, count: int = 1, *, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """Wait until the server sent ``count`` events of ``event_type``; return the last."""
+        await self._wait_until(lambda: len(self.sent_of(event_type)) >= count, timeout)
+        return self.sent_of(event_type)[count - 1]
 
     async def wait_for_connections(self, count: int = 1, *, timeout: float = 5.0) -> None:
         """Wait until ``count`` connections were accepted in total."""
-        await self._wait_until(lambda: self.connections >= count, timeout, "connections")
+        await self._wait_until(lambda: self.connections >= count, timeout)
 
     async def wait_for_close_frames(self, count: int = 1, *, timeout: float = 5.0) -> None:
         """Wait until clients sent ``count`` close frames in total."""
-        await self._wait_until(lambda: self.close_frames >= count, timeout, "close frames")
+        await self._wait_until(lambda: self.close_frames >= count, timeout)
 
     # ------------------------------------------------------------ fault injection
 
     def reject_next_session_update(self, message: str = "Invalid session configuration") -> None:
-        """Answer the next ``session.update`` with an ``error`` naming its ``event_id``."""
+        """Answer the next ``session.update`` with an ``error`` (``invalid_value``)
+        naming its ``event_id``; nothing of it is applied."""
         self._reject_next.append(message)
 
     def delay_next_session_update(self, seconds: float) -> None:
-        """Acknowledge the next ``session.update`` only after ``seconds``."""
+        """Handle the next ``session.update`` only after ``seconds`` (the
+        connection reads nothing meanwhile)."""
         self._delay_next.append(seconds)
 
     def send_bad_tool_arguments(self) -> None:
         """The next tool call carries arguments that are not valid JSON."""
-        self._bad_tool_arguments += 1
+        self.script.bad_tool_arguments += 1
 
     def never_answer_close(self, enabled: bool = True) -> None:
         """Ignore clients' close frames: no close reply, the TCP connection stays open."""
@@ -386,45 +497,52 @@ class LocalRealtimeServer:
                 pass
 
     async def send_event(self, event: Mapping[str, Any]) -> None:
-        """Send ``event`` (``event_id`` added if missing) on every live connection."""
+        """Send ``event`` as it is (``event_id`` added if missing) on every live
+        connection; recorded in :attr:`injected`."""
         for conn in tuple(self._conns):
-            await self._send(conn, dict(event))
+            payload = dict(event)
+            payload.setdefault("event_id", new_id("event"))
+            await self._inject(conn, Injection("event", payload), json.dumps(payload))
 
     async def send_raw_text(self, text: str) -> None:
-        """Send ``text`` as one text message, unchecked, on every live connection."""
+        """Send ``text`` as one text message, unchecked, on every live connection;
+        recorded in :attr:`injected`."""
         for conn in tuple(self._conns):
-            try:
-                await conn.ws.send_text(text)
-            except WebSocketError:
-                pass
+            await self._inject(conn, Injection("raw-text", text), text)
 
     async def send_garbage(self, kind: GarbageKind, *, size: int = _DEFAULT_OVERSIZE) -> None:
-        """Send one bad message of ``kind`` (see :data:`GarbageKind`) on every live connection."""
+        """Send one bad message of ``kind`` (see :data:`GarbageKind`) on every live
+        connection; recorded in :attr:`injected`."""
         if kind not in GARBAGE_KINDS:
             raise ValueError(f"unknown garbage kind {kind!r}; expected one of {GARBAGE_KINDS}")
+        message: str | bytes
+        if kind == "invalid-json":
+            message = '{"type": "response.output_text.delta", "delta": '
+        elif kind == "unknown-type":
+            message = json.dumps({"type": "response.teleported", "event_id": new_id("event")})
+        elif kind == "non-object":
+            message = '["response.created", 1, 2]'
+        elif kind == "oversized":
+            filler = "x" * max(0, size - 48)
+            message = json.dumps({"type": "response.output_text.delta", "delta": filler})
+        elif kind == "binary":
+            message = b"\x00\x01 binary frame"
+        else:
+            message = json.dumps(
+                {"type": "response.output_text.delta", "event_id": new_id("event")}
+            )
         for conn in tuple(self._conns):
-            try:
-                if kind == "invalid-json":
-                    await conn.ws.send_text('{"type": "response.output_text.delta", "delta": ')
-                elif kind == "unknown-type":
-                    await conn.ws.send_text(
-                        json.dumps({"type": "response.teleported", "event_id": _event_id()})
-                    )
-                elif kind == "non-object":
-                    await conn.ws.send_text('["response.created", 1, 2]')
-                elif kind == "oversized":
-                    filler = "x" * max(0, size - 48)
-                    await conn.ws.send_text(
-                        json.dumps({"type": "response.output_text.delta", "delta": filler})
-                    )
-                elif kind == "binary":
-                    await conn.ws.send_bytes(b"\x00\x01 binary frame")
-                else:
-                    await conn.ws.send_text(
-                        json.dumps({"type": "response.output_text.delta", "event_id": _event_id()})
-                    )
-            except WebSocketError:
-                pass
+            await self._inject(conn, Injection(kind, message), message)
+
+    async def _inject(self, conn: _Conn, record: Injection, message: str | bytes) -> None:
+        try:
+            if isinstance(message, bytes):
+                await conn.ws.send_bytes(message)
+            else:
+                await conn.ws.send_text(message)
+        except WebSocketError:
+            return
+        self.injected.append(record)
 
     # ------------------------------------------------------------ connection handling
 
@@ -476,13 +594,15 @@ class LocalRealtimeServer:
             ws.answer_close = not self._never_answer_close
             ws.answer_pings = not self._ignore_pings
             query = dict(parse_qsl(urlsplit(request.target).query))
-            conn = _Conn(ws, query.get("model", "gpt-realtime"))
+            service = ServiceSession(self.script, query.get("model", "gpt-realtime"))
+            conn = _Conn(ws, service)
+            self.last_session = service
             self._conns.add(conn)
             self.connections += 1
             self._notify()
             async with anyio.create_task_group() as group:
                 conn.group = group
-                await self._send(conn, {"type": "session.created", "session": conn.session})
+                await self._answer(conn, service.opening())
                 await self._read(conn)
                 group.cancel_scope.cancel()
         except (WebSocketError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -509,458 +629,97 @@ class LocalRealtimeServer:
                         await anyio.sleep_forever()
                 return
             if isinstance(message, DroppedMessage):
-                await self._error(conn, "invalid_request_error", "message_dropped", message.reason)
+                await self._refuse(conn, "message_dropped", message.reason)
                 continue
             try:
                 event = json.loads(message)
             except (ValueError, RecursionError):
-                await self._error(conn, "invalid_request_error", "invalid_json", "Invalid JSON")
+                await self._refuse(conn, "invalid_json", "Invalid JSON")
                 continue
             if not isinstance(event, dict):
-                await self._error(conn, "invalid_request_error", "invalid_event", "Not an object")
+                await self._refuse(conn, "invalid_event", "Not an object")
                 continue
             self.received.append(event)
             self._notify()
             await self._on_client_event(conn, event)
 
-    # ------------------------------------------------------------ protocol
-
-    async def _send(self, conn: _Conn, event: dict[str, Any]) -> None:
-        event.setdefault("event_id", _event_id())
-        await conn.ws.send_text(json.dumps(event))
-        self.sent.append(event)
-
-    async def _error(
+    async def _refuse(
         self,
         conn: _Conn,
-        error_type: str,
         code: str,
         message: str,
         *,
-        about: str | None = None,
+        about: object = None,
         param: str | None = None,
     ) -> None:
-        error = {
-            "type": error_type,
-            "code": code,
-            "message": message,
-            "param": param,
-            "event_id": about,
-        }
-        await self._send(conn, {"type": "error", "error": error})
+        refusal = ServiceError(code, message, param=param)
+        async with conn.lock:
+            await self._send(
+                conn, conn.service.error(refusal, about if isinstance(about, str) else None)
+            )
 
     async def _on_client_event(self, conn: _Conn, event: dict[str, Any]) -> None:
-        event_type = event.get("type")
-        about = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-        if event_type == "session.update":
-            await self._on_session_update(conn, event, about)
-        elif event_type == "conversation.item.create":
-            await self._on_item_create(conn, event, about)
-        elif event_type == "response.create":
-            await self._on_response_create(conn, about)
-        elif event_type == "response.cancel":
-            if conn.response is None:
-                await self._error(
-                    conn,
-                    "invalid_request_error",
-                    "response_cancel_not_active",
-                    "Cancellation failed: no active response found",
-                    about=about,
+        if event.get("type") == "session.update":
+            if self._delay_next:
+                await anyio.sleep(self._delay_next.pop(0))
+            if self._reject_next:
+                message = self._reject_next.pop(0)
+                await self._refuse(
+                    conn, "invalid_value", message, about=event.get("event_id"), param="session"
                 )
-            else:
-                conn.response[1].cancel()
-        elif event_type == "input_audio_buffer.append":
-            await self._on_audio(conn, event, about)
-        else:
-            await self._error(
-                conn,
-                "invalid_request_error",
-                "unknown_event",
-                f"Unsupported client event type: {str(event_type)[:60]}",
-                about=about,
-            )
+                return
+        async with conn.lock:
+            await self._answer(conn, conn.service.handle(event))
 
-    async def _on_session_update(
-        self, conn: _Conn, event: dict[str, Any], about: str | None
-    ) -> None:
-        session = event.get("session")
-        if self._delay_next:
-            await anyio.sleep(self._delay_next.pop(0))
-        if self._reject_next:
-            message = self._reject_next.pop(0)
-            await self._error(
-                conn,
-                "invalid_request_error",
-                "invalid_value",
-                message,
-                about=about,
-                param="session",
-            )
-            return
-        if not isinstance(session, dict):
-            await self._error(
-                conn,
-                "invalid_request_error",
-                "missing_required_parameter",
-                "Missing session",
-                about=about,
-                param="session",
-            )
-            return
-        for key, value in session.items():
-            if key == "audio" and isinstance(value, dict):
-                for side, settings in value.items():
-                    if isinstance(settings, dict):
-                        conn.session["audio"].setdefault(side, {}).update(settings)
-            else:
-                conn.session[key] = value
-        await self._send(conn, {"type": "session.updated", "session": conn.session})
+    async def _answer(self, conn: _Conn, events: list[dict[str, Any]]) -> None:
+        """Send ``events`` (the caller holds ``conn.lock`` or nothing else runs), then
+        follow the rules' response: stop streaming a finished one, start a new one."""
+        for event in events:
+            await self._send(conn, event)
+        if conn.streaming is not None and conn.streaming.finished:
+            if conn.stream_scope is not None:
+                conn.stream_scope.cancel()
+            conn.streaming, conn.stream_scope = None, None
+        run = conn.service.response
+        if run is not None and run is not conn.streaming:
+            assert conn.group is not None
+            scope = anyio.CancelScope()
+            conn.streaming, conn.stream_scope = run, scope
+            conn.group.start_soon(self._stream, conn, run, scope)
 
-    async def _on_item_create(self, conn: _Conn, event: dict[str, Any], about: str | None) -> None:
-        item = event.get("item")
-        if not isinstance(item, dict):
-            await self._error(
-                conn,
-                "invalid_request_error",
-                "missing_required_parameter",
-                "Missing item",
-                about=about,
-                param="item",
-            )
-            return
-        if item.get("type") == "function_call_output" and item.get("call_id") not in conn.calls:
-            await self._error(
-                conn,
-                "invalid_request_error",
-                "invalid_value",
-                f"Tool call {str(item.get('call_id'))[:40]} not found",
-                about=about,
-                param="item.call_id",
-            )
-            return
-        stored = {**item, "id": "item_" + uuid.uuid4().hex[:20], "object": "realtime.item"}
-        stored.setdefault("status", "completed")
-        previous = conn.items[-1]["id"] if conn.items else None
-        conn.items.append(stored)
-        for kind in ("conversation.item.added", "conversation.item.done"):
-            await self._send(conn, {"type": kind, "item": stored, "previous_item_id": previous})
-
-    async def _on_audio(self, conn: _Conn, event: dict[str, Any], about: str | None) -> None:
-        try:
-            size = len(base64.b64decode(str(event.get("audio", "")), validate=True))
-        except ValueError:
-            await self._error(
-                conn,
-                "invalid_request_error",
-                "invalid_value",
-                "Invalid base64 audio",
-                about=about,
-                param="audio",
-            )
-            return
-        conn.audio_bytes += size
-        if self.transcribe_audio:
-            await self._send(
-                conn,
-                {
-                    "type": "conversation.item.input_audio_transcription.completed",
-                    "item_id": "item_" + uuid.uuid4().hex[:20],
-                    "content_index": 0,
-                    "transcript": f"heard {size} bytes of audio",
-                    "usage": {"type": "duration", "seconds": size / (2 * _SAMPLE_RATE)},
-                },
-            )
-
-    async def _on_response_create(self, conn: _Conn, about: str | None) -> None:
-        if conn.response is not None:
-            await self._error(
-                conn,
-                "invalid_request_error",
-                "conversation_already_has_active_response",
-                "Conversation already has an active response in progress",
-                about=about,
-            )
-            return
-        response_id = "resp_" + uuid.uuid4().hex[:20]
-        scope = anyio.CancelScope()
-        conn.response = (response_id, scope)
-        assert conn.group is not None
-        conn.group.start_soon(self._run_response, conn, response_id, scope)
-
-    def _plan(self, conn: _Conn) -> tuple[str, ToolTrigger | None]:
-        """What to answer: (text, None) or ("", the tool to call)."""
-        last = conn.items[-1] if conn.items else None
-        if last is not None and last.get("type") == "function_call_output":
-            name = conn.calls.get(str(last.get("call_id")), "tool")
-            return f"{name} says: {last.get('output', '')}", None
-        user_text = ""
-        if last is not None and last.get("type") == "message" and last.get("role") == "user":
-            for part in last.get("content") or ():
-                if isinstance(part, dict) and part.get("type") == "input_text":
-                    user_text += str(part.get("text", ""))
-        declared = {
-            tool.get("name") for tool in conn.session.get("tools") or () if isinstance(tool, dict)
-        }
-        for trigger in self.tool_triggers:
-            if trigger.keyword.lower() in user_text.lower() and trigger.name in declared:
-                return "", trigger
-        if not user_text and conn.audio_bytes:
-            user_text = f"{conn.audio_bytes} bytes of audio"
-        return self.reply(user_text), None
-
-    def _response(self, conn: _Conn, response_id: str, status: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "id": response_id,
-            "object": "realtime.response",
-            "status": status,
-            "conversation_id": conn.conversation_id,
-            "output_modalities": ["audio"] if self.audio else ["text"],
-            "max_output_tokens": conn.session.get("max_output_tokens", "inf"),
-            "output": [],
-            "usage": None,
-            **extra,
-        }
-
-    async def _run_response(self, conn: _Conn, response_id: str, scope: anyio.CancelScope) -> None:
-        try:
-            await self._stream_response(conn, response_id, scope)
-        except WebSocketError:
-            pass  # the client went away mid-response
-        finally:
-            if conn.response is not None and conn.response[0] == response_id:
-                conn.response = None
-
-    async def _stream_response(
-        self, conn: _Conn, response_id: str, scope: anyio.CancelScope
-    ) -> None:
-        output: list[dict[str, Any]] = []
-        status = "cancelled"
-        audio_open: list[str] = []
+    async def _stream(self, conn: _Conn, run: ResponseRun, scope: anyio.CancelScope) -> None:
+        """Send ``run``'s events, paced as configured, until it is over."""
+        next_audio_at: float | None = None
         with scope:
-            await self._send(
-                conn,
-                {
-                    "type": "response.created",
-                    "response": self._response(conn, response_id, "in_progress"),
-                },
-            )
-            text, tool = self._plan(conn)
-            if tool is not None:
-                await self._stream_tool_call(conn, response_id, tool, output)
-            else:
-                await self._stream_text(conn, response_id, text, output, audio_open)
-            status = "completed"
-        conn.response = None
-        if status == "cancelled":
-            for item_id in audio_open:
-                await self._send(
-                    conn,
-                    {
-                        "type": "response.output_audio.done",
-                        "response_id": response_id,
-                        "item_id": item_id,
-                        "output_index": 0,
-                        "content_index": 0,
-                    },
-                )
-        words = sum(
-            len(str(part.get("text") or part.get("transcript") or "").split())
-            for item in output
-            for part in item.get("content") or ()
-        )
-        usage = {
-            "total_tokens": 10 + words,
-            "input_tokens": 10,
-            "output_tokens": words,
-            "input_token_details": {
-                "text_tokens": 10,
-                "audio_tokens": 0,
-                "cached_tokens": 0,
-                "image_tokens": 0,
-            },
-            "output_token_details": {"text_tokens": words, "audio_tokens": 0},
-        }
-        extra: dict[str, Any] = {"output": output, "usage": usage}
-        if status == "cancelled":
-            extra["status_details"] = {"type": "cancelled", "reason": "client_cancelled"}
-        await self._send(
-            conn,
-            {
-                "type": "response.done",
-                "response": self._response(conn, response_id, status, **extra),
-            },
-        )
+            try:
+                while True:
+                    async with conn.lock:
+                        if run.finished:
+                            return
+                        events, pause = run.step()
+                        for event in events:
+                            await self._send(conn, event)
+                    if pause is None:
+                        return
+                    next_audio_at = await self._pause(pause, next_audio_at)
+            except WebSocketError:
+                pass  # the client went away mid-response
 
-    async def _stream_tool_call(
-        self, conn: _Conn, response_id: str, tool: ToolTrigger, output: list[dict[str, Any]]
-    ) -> None:
-        call_id = "call_" + uuid.uuid4().hex[:16]
-        item_id = "item_" + uuid.uuid4().hex[:20]
-        if self._bad_tool_arguments:
-            self._bad_tool_arguments -= 1
-            arguments = '{"city": "Paris"'
-        else:
-            arguments = json.dumps(dict(tool.arguments))
-        conn.calls[call_id] = tool.name
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "function_call",
-            "status": "in_progress",
-            "name": tool.name,
-            "call_id": call_id,
-            "arguments": "",
-        }
-        where = {"response_id": response_id, "item_id": item_id, "output_index": 0}
-        await self._send(
-            conn,
-            {
-                "type": "response.output_item.added",
-                "response_id": response_id,
-                "output_index": 0,
-                "item": item,
-            },
-        )
-        await self._send(
-            conn,
-            {
-                "type": "response.function_call_arguments.delta",
-                **where,
-                "call_id": call_id,
-                "delta": arguments,
-            },
-        )
-        await self._send(
-            conn,
-            {
-                "type": "response.function_call_arguments.done",
-                **where,
-                "call_id": call_id,
-                "name": tool.name,
-                "arguments": arguments,
-            },
-        )
-        done = {**item, "status": "completed", "arguments": arguments}
-        conn.items.append(done)
-        output.append(done)
-        await self._send(
-            conn,
-            {
-                "type": "response.output_item.done",
-                "response_id": response_id,
-                "output_index": 0,
-                "item": done,
-            },
-        )
-
-    async def _stream_text(
-        self,
-        conn: _Conn,
-        response_id: str,
-        text: str,
-        output: list[dict[str, Any]],
-        audio_open: list[str],
-    ) -> None:
-        item_id = "item_" + uuid.uuid4().hex[:20]
-        # Item content parts say output_audio/output_text; content_part events say audio/text.
-        part_type = "output_audio" if self.audio else "output_text"
-        field = "transcript" if self.audio else "text"
-        empty_part: dict[str, Any] = {"type": "audio" if self.audio else "text", field: ""}
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": "in_progress",
-            "content": [],
-        }
-        where = {"response_id": response_id, "item_id": item_id, "output_index": 0}
-        await self._send(
-            conn,
-            {
-                "type": "response.output_item.added",
-                "response_id": response_id,
-                "output_index": 0,
-                "item": item,
-            },
-        )
-        await self._send(
-            conn,
-            {
-                "type": "response.content_part.added",
-                **where,
-                "content_index": 0,
-                "part": empty_part,
-            },
-        )
-        delta_type = (
-            "response.output_audio_transcript.delta" if self.audio else "response.output_text.delta"
-        )
-        sent = ""
-        final_part: dict[str, Any] = {"type": part_type, field: ""}
-        final_item = {**item, "status": "incomplete", "content": [final_part]}
-        output.append(final_item)
-        for piece in _words(text):
+    async def _pause(self, pause: Pause, next_audio_at: float | None) -> float | None:
+        """Wait as ``pause`` asks; returns when the next audio chunk is due."""
+        if pause.kind == "word":
             if self.delta_delay:
                 await anyio.sleep(self.delta_delay)
-            await self._send(
-                conn, {"type": delta_type, **where, "content_index": 0, "delta": piece}
-            )
-            sent += piece
-            final_part[field] = sent
-            if self.audio:
-                if not audio_open:
-                    audio_open.append(item_id)
-                chunk = base64.b64encode(_tone(480)).decode("ascii")
-                await self._send(
-                    conn,
-                    {
-                        "type": "response.output_audio.delta",
-                        **where,
-                        "content_index": 0,
-                        "delta": chunk,
-                    },
-                )
-        if self.audio:
-            audio_open.clear()
-            await self._send(
-                conn, {"type": "response.output_audio.done", **where, "content_index": 0}
-            )
-            await self._send(
-                conn,
-                {
-                    "type": "response.output_audio_transcript.done",
-                    **where,
-                    "content_index": 0,
-                    "transcript": sent,
-                },
-            )
-        else:
-            await self._send(
-                conn,
-                {"type": "response.output_text.done", **where, "content_index": 0, "text": sent},
-            )
-        await self._send(
-            conn,
-            {
-                "type": "response.content_part.done",
-                **where,
-                "content_index": 0,
-                "part": {"type": empty_part["type"], field: sent},
-            },
-        )
-        final_item["status"] = "completed"
-        conn.items.append(final_item)
-        await self._send(
-            conn,
-            {
-                "type": "response.output_item.done",
-                "response_id": response_id,
-                "output_index": 0,
-                "item": final_item,
-            },
-        )
+            return next_audio_at
+        if self.audio_pace is None:
+            return None
+        now = anyio.current_time()
+        if next_audio_at is None or next_audio_at < now:
+            next_audio_at = now
+        await anyio.sleep(next_audio_at - now)
+        return next_audio_at + pause.ms / 1000 / self.audio_pace
 
-
-def _event_id() -> str:
-    return "event_" + uuid.uuid4().hex[:20]
+    async def _send(self, conn: _Conn, event: dict[str, Any]) -> None:
+        await conn.ws.send_text(json.dumps(event))
+        self.sent.append(event)
+        self._notify()
