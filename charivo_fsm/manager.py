@@ -41,6 +41,7 @@ import contextvars
 import logging
 import math
 import random as _random
+import threading
 import types
 import uuid
 from collections import deque
@@ -50,6 +51,7 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
+import anyio.from_thread
 import anyio.lowlevel
 
 from .core import (
@@ -302,6 +304,8 @@ class RealtimeManager:
         "_lifecycle_queue",
         "_logger",
         "_logger_failures",
+        "_loop_thread",
+        "_loop_token",
         "_ops",
         "_projectors",
         "_quiet",
@@ -383,6 +387,10 @@ class RealtimeManager:
         self._update_ticket: _Ticket | None = None
         self._streams: list[EventStream] | None = None  # open pull streams, if any
         self._quiet: anyio.Event | None = None  # set when no clean-up disconnect is pending
+        # The event loop the manager runs in (set on entering): transport events from
+        # other threads are handed to it.
+        self._loop_thread = threading.get_ident()
+        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
         transport.on_event(self._on_transport_event)
 
     # ---------------------------------------------------------------- lifetime
@@ -391,6 +399,8 @@ class RealtimeManager:
         if self._entered:
             raise CharivoStateError("A RealtimeManager can be entered only once")
         self._entered = True
+        self._loop_thread = threading.get_ident()
+        self._loop_token = anyio.lowlevel.current_token()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -607,6 +617,9 @@ class RealtimeManager:
     # -------------------------------------------------------------- transport
 
     def _on_transport_event(self, event: Any) -> None:
+        if threading.get_ident() != self._loop_thread:
+            self._from_other_thread(event)
+            return
         try:
             self._core.on_event(event)
         except Exception as error:  # a bug in the engine must not reach the transport
@@ -617,6 +630,26 @@ class RealtimeManager:
                 error=repr(error),
             )
         self._drain()
+
+    def _from_other_thread(self, event: Any) -> None:
+        """A transport reported ``event`` from a thread other than the manager's event
+        loop (callback-based SDKs do): the event is handed to the loop, and this thread
+        waits until the manager has handled it, so events keep their order.  Before the
+        manager is entered or after it exited there is no loop to hand it to: the event
+        is dropped (``event.dropped``)."""
+        token = self._loop_token
+        if token is not None and not self._exited:
+            try:
+                anyio.from_thread.run_sync(self._on_transport_event, event, token=token)
+                return
+            except RuntimeError:  # the loop has closed meanwhile
+                pass
+        self._module_log(
+            logging.DEBUG,
+            "event.dropped",
+            "Realtime event from another thread dropped: the manager is not running",
+            input=type(event).__name__,
+        )
 
     # ---------------------------------------------------------------- effects
 
@@ -635,8 +668,10 @@ class RealtimeManager:
                     if emitter is not None:
                         try:
                             emitter.emit(effect[0], effect[1])
-                        except Exception as error:
-                            self._listener_failed(effect[0], error)
+                        except _FATAL:
+                            raise
+                        except BaseException as error:  # D1; a sync listener cannot
+                            self._listener_failed(effect[0], error)  # get our cancel
                     streams = self._streams
                     if streams is not None:
                         for stream in tuple(streams):
@@ -653,10 +688,12 @@ class RealtimeManager:
             return
         try:
             emitter.emit(effect.name, effect.payload)
-        except Exception as error:
+        except _FATAL:
+            raise
+        except BaseException as error:
             self._listener_failed(effect.name, error)
 
-    def _listener_failed(self, name: str, error: Exception) -> None:
+    def _listener_failed(self, name: str, error: BaseException) -> None:
         self._module_log(
             logging.WARNING,
             "listener.failed",
@@ -694,7 +731,9 @@ class RealtimeManager:
                 logger.logger.log(level, msg, **kwargs)
             else:
                 logger.log(level, message, extra={"charivo": context})
-        except Exception as error:
+        except _FATAL:
+            raise
+        except BaseException as error:
             self._logger_failures += 1
             if self._logger_failures <= 3:
                 self._module_log(
@@ -1071,7 +1110,9 @@ class RealtimeManager:
         for projector in self._projectors:
             try:
                 projector(context)
-            except Exception as error:
+            except _FATAL:
+                raise
+            except BaseException as error:
                 self._log(
                     logging.WARNING,
                     "Realtime result projector failed",

@@ -17,6 +17,8 @@ Rules this module implements (SEMANTICS D8, D17.9, D18.4, R68–R72):
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import marshal
 import math
@@ -615,6 +617,24 @@ def check_tool_output(name: str, output: Any) -> Mapping[str, Any]:
 # ---------------------------------------------------------------------------- registry
 
 
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` gives a coroutine: an ``async def`` function or method,
+    a ``functools.partial`` of one, or an object whose ``__call__`` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - the class's own __call__
+    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
+def _describe_callable(fn: object) -> str:
+    if not callable(fn):
+        return f"a {type(fn).__name__}, which is not callable"
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"the plain function {name}" if inspect.isfunction(fn) else f"{name}"
+
+
 @attrs.frozen(slots=True)
 class ToolEntry:
     """A registered tool with its compiled argument validator."""
@@ -648,6 +668,13 @@ class ToolRegistry:
                 f"register expects a RealtimeToolRegistration (got {type(registration).__name__})"
             )
         definition = registration.definition
+        if not is_async_callable(registration.handler):
+            raise CharivoValidationError(
+                f'tool "{definition.name}": the handler must be an async function '
+                f"(async def handler(args, context)); got "
+                f"{_describe_callable(registration.handler)}. Run blocking code from "
+                "an async handler with anyio.to_thread.run_sync."
+            )
         validator = compile_schema(definition.parameters, definition.name)
         # A ToolEntry is immutable: registries holding the same registration with the
         # same compiled validator share one (thousands of managers, the same tools).

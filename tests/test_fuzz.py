@@ -60,6 +60,7 @@ from charivo_fsm.transports import openai as openai_transport
 from charivo_fsm.transports.openai import (
     IGNORED_SERVER_EVENTS,
     SERVER_ROUTES,
+    OpenAIRealtimeProtocol,
     OpenAIRealtimeTransport,
 )
 from charivo_fsm.wire import event_from_wire
@@ -247,12 +248,16 @@ def test_event_from_wire_handles_pathological_inputs() -> None:
         parse(data)
 
 
+async def _ok_handler(args: dict[str, Any], context: Any) -> dict[str, Any]:
+    return await _ok(args)
+
+
 _TOOL = RealtimeToolRegistration(
     definition=RealtimeTool(
         name="t",
         parameters={"type": "object", "properties": {"n": {"type": "integer"}}},
     ),
-    handler=lambda args, context: _ok(args),
+    handler=_ok_handler,
 )
 
 
@@ -379,19 +384,6 @@ SERVER_TEXT = st.one_of(
 )
 
 
-class _FakeWebSocket:
-    """Stands in for the connection's socket: records what the transport sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def send_text(self, text: str) -> None:
-        self.sent.append(text)
-
-    async def abort(self) -> None:
-        return None
-
-
 class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -423,26 +415,25 @@ def test_server_message_handler_never_raises(texts: list[str]) -> None:
     previous = log.level
     log.setLevel(logging.DEBUG)
 
-    async def main() -> None:
-        transport = OpenAIRealtimeTransport(api_key="sk-fuzz-key", url="ws://127.0.0.1:9/")
-        events: list[object] = []
-        transport.on_event(events.append)
-        conn = openai_transport._Connection(_FakeWebSocket(), "gpt-realtime")  # type: ignore[arg-type]
+    def main() -> None:
+        # The protocol layer holds every server-event rule; the transport's
+        # reader hands it each text message as is.
+        protocol = OpenAIRealtimeProtocol()
         for text in texts:
             before = len(records.records)
-            await transport._handle_message(conn, text)
+            protocol.receive_text(text)
             if _classify(text) == "drop":
                 warned = [r for r in records.records[before:] if r.levelno >= logging.WARNING]
                 assert warned, f"dropped without a warning: {text[:80]!r}"
+        events = protocol.events_to_emit()
         assert all(isinstance(event, TRANSPORT_EVENT_CLASSES) for event in events)
         # Still in working order: a pending session.update completes on its ack.
-        pending = openai_transport._PendingUpdate("evt_final")
-        conn.pending.append(pending)
-        await transport._handle_message(conn, '{"type": "session.updated", "session": {}}')
-        assert pending.done.is_set() and pending.error is None
+        event_id = protocol.session_update(RealtimeSessionConfig())
+        protocol.receive_text('{"type": "session.updated", "session": {}}')
+        assert (event_id, None) in protocol.settled_updates()
 
     try:
-        anyio.run(main)
+        main()
     finally:
         log.removeHandler(records)
         log.setLevel(previous)

@@ -286,3 +286,127 @@ async def test_jitter_can_be_turned_off_and_is_checked() -> None:
     for bad in (-0.1, 0.6, True, "0.1"):
         with pytest.raises(CharivoValidationError, match="reconnect_jitter"):
             create_realtime_manager(FakeTransport(), reconnect_jitter=bad)
+
+
+# ----------------------------------------------------------------------------- sync handlers
+
+
+def test_a_plain_function_handler_is_refused_at_registration() -> None:
+    def blocking(args: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"ok": True}
+
+    class SyncCallable:
+        def __call__(self, args: dict[str, Any], context: Any) -> dict[str, Any]:
+            return {}
+
+    for handler in (blocking, SyncCallable(), lambda args, context: {}, "not callable"):
+        with pytest.raises(CharivoValidationError, match='tool "probe": the handler must be an'):
+            create_realtime_manager(FakeTransport(), tools=[tool("probe", handler)])
+        manager = create_realtime_manager(FakeTransport())
+        with pytest.raises(CharivoValidationError, match="async def"):
+            manager.register_tool(tool("probe", handler))
+        assert manager.registered_tools() == []
+
+
+def test_async_callables_of_every_shape_are_accepted() -> None:
+    import functools
+
+    async def handler(args: dict[str, Any], context: Any, extra: int = 0) -> dict[str, Any]:
+        return {"extra": extra}
+
+    class AsyncCallable:
+        async def __call__(self, args: dict[str, Any], context: Any) -> dict[str, Any]:
+            return {}
+
+    class Holder:
+        async def method(self, args: dict[str, Any], context: Any) -> dict[str, Any]:
+            return {}
+
+    manager = create_realtime_manager(FakeTransport())
+    for index, accepted in enumerate(
+        (handler, functools.partial(handler, extra=1), AsyncCallable(), Holder().method)
+    ):
+        manager.register_tool(tool(f"t{index}", accepted))
+    assert len(manager.registered_tools()) == 4
+
+
+# ----------------------------------------------------------------------------- listeners
+
+
+async def test_a_listener_raising_a_base_exception_is_a_listener_failure(
+    module_records: list[Any],
+) -> None:
+    class Emitter:
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def emit(self, name: str, payload: Any) -> None:
+            self.names.append(name)
+            if name == "realtime:session:start":
+                raise Custom("listener blew up")
+            if name == "realtime:session:end":
+                raise GeneratorExit
+
+    fake = FakeTransport()
+    emitter = Emitter()
+    manager = create_realtime_manager(fake)
+    manager.set_event_emitter(emitter)
+    async with manager:
+        await manager.start_session()
+        await manager.stop_session()
+    assert emitter.names.count("realtime:session:end") == 1
+    failures = [r for r in module_records if r.charivo.get("event") == "listener.failed"]
+    assert len(failures) == 2
+    assert manager.state.session.status == SessionStatus.STOPPED
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+async def test_events_from_another_thread_are_handed_to_the_loop() -> None:
+    """A transport that reports from a worker thread (callback-based SDKs do): the
+    events reach the manager on its own loop, in order, and a lost link reconnects."""
+    import threading
+
+    fake = FakeTransport()
+    emitter = RecordingEmitter()
+    manager = create_realtime_manager(fake, reconnect_delays=(0.1,), reconnect_jitter=0)
+    manager.set_event_emitter(emitter)
+    loop_thread = threading.get_ident()
+    seen_on: set[int] = set()
+    original = emitter.emit
+
+    def emit(name: str, payload: Any) -> None:
+        seen_on.add(threading.get_ident())
+        original(name, payload)
+
+    emitter.emit = emit  # type: ignore[method-assign]
+
+    def report_from_a_thread() -> None:
+        from charivo_fsm.events import AssistantResponseStarted, AssistantTextDelta
+
+        fake.emit(AssistantResponseStarted())
+        for word in ("one ", "two ", "three"):
+            fake.emit(AssistantTextDelta(word))
+        fake.emit(ConnectionLost("offline"))
+
+    async with manager:
+        await manager.start_session()
+        await anyio.to_thread.run_sync(report_from_a_thread)
+        await anyio.sleep(1)
+        await settle()
+        assert manager.state.response.text == "one two three"
+        assert fake.count("recover") == 1
+        assert manager.state.connection == ConnectionState.CONNECTED
+    assert seen_on == {loop_thread}
+
+
+def test_events_from_another_thread_without_a_running_manager_are_dropped() -> None:
+    import threading
+
+    fake = FakeTransport()
+    manager = create_realtime_manager(fake)
+    thread = threading.Thread(target=lambda: fake.emit(ConnectionLost("offline")))
+    thread.start()
+    thread.join()
+    assert manager.state.connection == ConnectionState.IDLE

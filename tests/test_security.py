@@ -119,6 +119,10 @@ class _Collector(RecordingEmitter):
         return found
 
 
+async def _weather_handler(args: dict[str, Any], context: Any) -> dict[str, Any]:
+    return await _weather(args)
+
+
 WEATHER = RealtimeToolRegistration(
     definition=RealtimeTool(
         name="get_weather",
@@ -128,7 +132,7 @@ WEATHER = RealtimeToolRegistration(
             "required": ["city"],
         },
     ),
-    handler=lambda args, context: _weather(args),
+    handler=_weather_handler,
 )
 
 
