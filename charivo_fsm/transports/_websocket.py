@@ -11,6 +11,11 @@ What it does and does not do:
 * text messages in both directions, reassembled from fragments, with a size
   limit: a message above ``max_message_size`` bytes is skipped as it streams in
   (never buffered whole) and reported once as a :class:`DroppedMessage`;
+* a message split into more than ``max_fragments`` frames (default
+  :data:`MAX_FRAGMENTS`) fails the connection (close code 1009): a peer that
+  floods one-byte continuation frames cannot make the reader spend seconds of
+  CPU on one message; the reader also yields to the event loop every
+  :data:`YIELD_EVERY` frames, so a burst of frames never stalls other tasks;
 * binary messages are reported as :class:`DroppedMessage` (the Realtime API
   only speaks JSON text);
 * pings are answered automatically; :meth:`WebSocket.ping` sends one and waits
@@ -28,6 +33,7 @@ from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -46,7 +52,9 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "MAX_FRAGMENTS",
     "READ_CHUNK",
+    "YIELD_EVERY",
     "DroppedMessage",
     "HandshakeRejected",
     "WebSocket",
@@ -58,6 +66,12 @@ __all__ = [
 
 READ_CHUNK = 65536
 """How many bytes one read from the byte stream asks for."""
+
+MAX_FRAGMENTS = 4096
+"""The most frames one message may be split into (real peers send one to a few)."""
+
+YIELD_EVERY = 64
+"""The reader yields to the event loop after handling this many frames in a row."""
 
 _HANDSHAKE_LIMIT = 64 * 1024
 """The most bytes an HTTP handshake (request or response, body included) may take."""
@@ -118,10 +132,13 @@ class WebSocket:
         connection: WSConnection,
         *,
         max_message_size: int,
+        max_fragments: int = MAX_FRAGMENTS,
     ) -> None:
         self._stream = stream
         self._ws = connection
         self._max = max_message_size
+        self._max_fragments = max_fragments
+        self._fragments = 0
         self._send_lock = anyio.Lock()
         self._parts: list[str] = []
         self._size = 0
@@ -198,8 +215,12 @@ class WebSocket:
 
         Raises :class:`WebSocketClosed` once the connection is closed.
         """
+        handled = 0
         while True:
             for event in self._ws.events():
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    await anyio.lowlevel.checkpoint()
                 result = await self._handle(event)
                 if result is not None:
                     return result
@@ -218,6 +239,9 @@ class WebSocket:
 
     async def _handle(self, event: Event) -> str | DroppedMessage | None:
         if isinstance(event, (TextMessage, BytesMessage)):
+            self._fragments += 1
+            if self._fragments > self._max_fragments:
+                await self._fail(1009, f"message split into more than {self._max_fragments} frames")
             return self._collect(event)
         if isinstance(event, Ping):
             if self.answer_pings and self._ws.state is ConnectionState.OPEN:
@@ -254,6 +278,15 @@ class WebSocket:
                 pass
         raise WebSocketClosed(event.code, reason)
 
+    async def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection: our close frame, then :class:`WebSocketClosed`."""
+        try:
+            await self.close(code, reason)
+        except WebSocketClosed:
+            pass
+        await self.abort()
+        raise WebSocketClosed(code, reason)
+
     def _collect(self, event: TextMessage | BytesMessage) -> str | DroppedMessage | None:
         if isinstance(event, BytesMessage):
             self._binary = True
@@ -268,6 +301,7 @@ class WebSocket:
             self._parts.clear()
         if not event.message_finished:
             return None
+        self._fragments = 0
         size, oversized, binary = self._size, self._oversized, self._binary
         text = "".join(self._parts)
         self._parts.clear()
