@@ -19,7 +19,9 @@ import json
 import logging
 import math
 import ssl
+import sys
 import time
+from array import array
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,29 +42,38 @@ from charivo_fsm import (
     RealtimeTool,
     RealtimeToolRegistration,
     RealtimeTransport,
+    TurnDetection,
+    VoiceTransport,
     create_realtime_manager,
 )
 from charivo_fsm.events import (
     AssistantResponseCompleted,
     AssistantTextDelta,
     AudioLipsync,
+    AudioOutputDelta,
     AudioOutputEnded,
-    AudioOutputStarted,
     ConnectionLost,
     ErrorEvent,
+    RateLimitsUpdated,
     SessionStarted,
     ToolCall,
     TransportEvent,
+    UserSpeechStarted,
+    UserSpeechStopped,
     UserTranscript,
+    UserTranscriptDelta,
 )
 from charivo_fsm.testing import LocalRealtimeServer, RecordingEmitter, ToolTrigger, silence, speech
 from charivo_fsm.testing.audio import frame_levels
 from charivo_fsm.testing.server import GARBAGE_KINDS
 from charivo_fsm.transports.openai import (
     CLIENT_ROUTES,
+    IGNORED_SERVER_EVENTS,
+    MAX_APPEND_BYTES,
     SERVER_ROUTES,
     OpenAIRealtimeTransport,
     build_session_update,
+    g711_rms,
     mapping_table_markdown,
     pcm16_rms,
 )
@@ -514,31 +525,44 @@ async def test_interrupt_sends_response_cancel() -> None:
         await h.events.wait_for(AssistantTextDelta)
         await h.transport.interrupt()
         done = await h.events.wait_for(AssistantResponseCompleted)
-        assert h.server.received_types()[-1] == "response.cancel"
+        cancel = h.server.received[-1]
+        assert cancel["type"] == "response.cancel"
+        assert cancel["response_id"] == done.response_id
         assert len(h.events.of(AssistantTextDelta)) < 200
         assert done.text == "".join(e.text for e in h.events.of(AssistantTextDelta))
         assert h.server.sent_of("response.done")[-1]["response"]["status"] == "cancelled"
 
 
-async def test_interrupt_without_a_response_surfaces_the_provider_error() -> None:
+async def test_interrupt_without_a_response_sends_nothing() -> None:
     async with running() as h:
         await h.transport.connect(CONFIG)
         await h.transport.interrupt()
-        error = await h.events.wait_for(ErrorEvent)
-        assert isinstance(error.error, CharivoProviderError)
-        assert "no active response" in str(error.error)
+        await h.transport.send_text("hi")
+        await h.events.wait_for(AssistantResponseCompleted)
+        await h.transport.interrupt()  # after response.done: nothing in flight again
+        await h.transport.send_text("again")
+        await h.events.wait_for(AssistantResponseCompleted, 2)
+        assert "response.cancel" not in h.server.received_types()
+        assert h.events.of(ErrorEvent) == []
+        assert h.server.sent_of("error") == []
 
 
-async def test_interrupt_during_audio_ends_audio() -> None:
+async def test_interrupt_during_audio_ends_audio_and_truncates_at_the_played_position() -> None:
     long_reply = " ".join(f"w{n}" for n in range(100))
     server = {"audio": True, "delta_delay": 0.01, "reply": lambda _t: long_reply}
     async with running(server) as h:
         await h.transport.connect(CONFIG)
         await h.transport.send_text("talk")
-        await h.events.wait_for(AudioOutputStarted)
+        delta = await h.events.wait_for(AudioOutputDelta, 3)  # 3 chunks of 40 ms at least
+        assert delta.item_id is not None
         await h.transport.interrupt()
-        await h.events.wait_for(AssistantResponseCompleted)
+        await h.transport.truncate_audio(delta.item_id, 60)
+        done = await h.events.wait_for(AssistantResponseCompleted)
+        assert (done.status, done.reason) == ("cancelled", "client_cancelled")
         assert len(h.events.of(AudioOutputEnded)) == 1
+        truncated = await h.server.wait_for_sent("conversation.item.truncated")
+        assert (truncated["item_id"], truncated["audio_end_ms"]) == (delta.item_id, 60)
+        assert h.events.of(ErrorEvent) == []
 
 
 # ------------------------------------------------------------------ session updates
@@ -903,15 +927,6 @@ async def test_the_api_key_never_appears_in_logs_errors_or_reprs(
 # ------------------------------------------------------------------ helpers and docs
 
 
-def test_pcm16_rms() -> None:
-    assert pcm16_rms(b"") == 0.0
-    assert pcm16_rms(b"\x00\x00" * 10) == 0.0
-    full = (32767).to_bytes(2, "little", signed=True) + (-32768).to_bytes(2, "little", signed=True)
-    assert pcm16_rms(full * 10) == pytest.approx(1.0, abs=1e-4)
-    assert pcm16_rms(full * 10 + b"\x7f") == pytest.approx(1.0, abs=1e-4)  # odd byte ignored
-    assert 0.0 <= pcm16_rms(bytes(range(256))) <= 1.0
-
-
 def test_every_session_update_shape_validates_against_the_sdk() -> None:
     for config in (
         RealtimeSessionConfig(),
@@ -944,6 +959,9 @@ def test_the_mapping_table_is_complete_and_documented() -> None:
         "send_audio(audio)",
         "send_tool_result(call_id, output)",
         "interrupt()",
+        "commit_audio()",
+        "clear_audio()",
+        "truncate_audio(item_id, audio_end_ms)",
     ]
     mapped = {r.source for r in SERVER_ROUTES if r.dispatch}
     assert mapped == {
@@ -956,11 +974,368 @@ def test_the_mapping_table_is_complete_and_documented() -> None:
         "response.output_audio.done",
         "response.function_call_arguments.done",
         "response.done",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
         "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.failed",
+        "rate_limits.updated",
         "error",
     }
+    assert not mapped & IGNORED_SERVER_EVENTS
     docs = Path(__file__).resolve().parents[1] / "docs" / "openai-transport.md"
     assert mapping_table_markdown() in docs.read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------ voice: one response at a time
+
+
+def _tone(ms: int, amplitude: float = 0.5) -> bytes:
+    """``ms`` of a 150 Hz tone as PCM16 24 kHz (loud enough for the server's VAD)."""
+    samples = array(
+        "h",
+        (
+            round(amplitude * 32767 * math.sin(2 * math.pi * 150 * n / 24_000))
+            for n in range(24 * ms)
+        ),
+    )
+    if sys.byteorder == "big":  # pragma: no cover
+        samples.byteswap()
+    return samples.tobytes()
+
+
+def _quiet(ms: int) -> bytes:
+    return b"\x00\x00" * 24 * ms
+
+
+PUSH_TO_TALK = attrs.evolve(CONFIG, turn_detection=TurnDetection(mode="manual"))
+
+
+def _said(role: str, text: str) -> dict[str, Any]:
+    part = "input_text" if role == "user" else "output_text"
+    return {"type": "message", "role": role, "content": [{"type": part, "text": text}]}
+
+
+async def _spoken_reply(h: Harness, text: str, config: RealtimeSessionConfig = CONFIG) -> str:
+    """Connect, say ``text``, wait for the spoken answer; the id of its audio item."""
+    await h.transport.connect(config)
+    await h.transport.send_text(text)
+    await h.events.wait_for(AssistantResponseCompleted)
+    item_id = h.events.of(AudioOutputDelta)[0].item_id
+    assert item_id is not None
+    return item_id
+
+
+def _received_ms(h: Harness, item_id: str, bytes_per_ms: int) -> int:
+    audio = sum(len(d.audio) for d in h.events.of(AudioOutputDelta) if d.item_id == item_id)
+    return audio // bytes_per_ms
+
+
+async def test_a_message_during_a_response_waits_for_its_response_done() -> None:
+    def reply(text: str) -> str:
+        return " ".join(["la"] * 40) if text == "first" else f"You said: {text}"
+
+    async with running({"delta_delay": 0.005, "reply": reply}) as h:
+        await h.transport.connect(CONFIG)
+        await h.transport.send_text("first")
+        await h.events.wait_for(AssistantTextDelta)
+        await h.transport.send_text("second")
+        assert h.server.received_types().count("response.create") == 1  # held back
+        assert h.transport.response_in_flight
+        first = await h.events.wait_for(AssistantResponseCompleted)
+        second = await h.events.wait_for(AssistantResponseCompleted, 2)
+        assert first.text.startswith("la la")
+        assert second.text == "You said: second"
+        assert h.server.received_types().count("response.create") == 2
+        assert h.server.sent_of("error") == []  # never conversation_already_has_active_response
+        assert h.events.of(ErrorEvent) == []
+
+
+async def test_a_tool_result_asks_for_one_response_after_response_done() -> None:
+    async with running() as h:
+        await h.transport.connect(CONFIG)
+        await h.transport.send_text("weather in Paris?")
+        call = await h.events.wait_for(ToolCall)
+        assert call.call_id is not None
+        await h.transport.send_tool_result(call.call_id, {"temperature": 21})
+        done = await h.events.wait_for(AssistantResponseCompleted, 2)
+        assert done.text == 'get_weather says: {"temperature": 21}'
+        assert h.server.received_types().count("response.create") == 2
+        assert h.server.sent_of("error") == []
+        assert h.events.of(ErrorEvent) == []
+
+
+async def test_race_errors_from_the_service_are_not_surfaced() -> None:
+    async with running() as h:
+        await h.transport.connect(CONFIG)
+        for code, message in (
+            ("conversation_already_has_active_response", "Conversation already has an active"),
+            ("response_cancel_not_active", "Cancellation failed: no active response found"),
+        ):
+            await h.server.send_event(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": code,
+                        "message": message,
+                        "param": None,
+                        "event_id": None,
+                    },
+                }
+            )
+        await h.transport.send_text("still answering?")
+        done = await h.events.wait_for(AssistantResponseCompleted)
+        assert done.text == "You said: still answering?"
+        assert h.events.of(ErrorEvent) == []
+
+
+# ------------------------------------------------------------------ voice: the model's audio
+
+
+async def test_audio_deltas_carry_the_exact_bytes_and_item_ids() -> None:
+    async with running({"audio": True}) as h:
+        await _spoken_reply(h, "sing me something")
+        from_server = [
+            (event["item_id"], base64.b64decode(event["delta"]))
+            for event in h.server.sent_of("response.output_audio.delta")
+        ]
+        received = [(event.item_id, event.audio) for event in h.events.of(AudioOutputDelta)]
+        assert received == from_server
+        types = h.events.types()
+        assert types.index("audio.output.started") < types.index("audio.output.delta")
+        levels = [event.rms for event in h.events.of(AudioLipsync)]
+        assert levels == [pytest.approx(pcm16_rms(audio), abs=1e-9) for _, audio in from_server]
+
+
+async def test_g711_output_is_forwarded_and_measured_in_its_format() -> None:
+    config = attrs.evolve(CONFIG, output_audio_format="g711_alaw", input_audio_format="g711_ulaw")
+    async with running({"audio": True}) as h:
+        item_id = await _spoken_reply(h, "hello", config)
+        acknowledged = h.server.sent_of("session.updated")[-1]["session"]["audio"]
+        assert acknowledged["output"]["format"] == {"type": "audio/pcma"}
+        assert acknowledged["input"]["format"] == {"type": "audio/pcmu"}
+        deltas = h.events.of(AudioOutputDelta)
+        levels = [event.rms for event in h.events.of(AudioLipsync)]
+        assert levels == [g711_rms(d.audio, "g711_alaw") for d in deltas]
+        assert len(set(levels)) > 1
+        # 8 bytes a millisecond: truncating past the end clamps to what was received
+        received_ms = _received_ms(h, item_id, 8)
+        await h.transport.truncate_audio(item_id, received_ms + 10_000)
+        truncated = await h.server.wait_for_sent("conversation.item.truncated")
+        assert truncated["audio_end_ms"] == received_ms
+        await h.transport.send_audio(b"\x7f\xff\x00")  # one byte a sample: any length
+        assert h.events.of(ErrorEvent) == []
+
+
+async def test_truncate_audio_clamps_and_refuses_unknown_items() -> None:
+    async with running({"audio": True}) as h:
+        item_id = await _spoken_reply(h, "tell me a story")
+        received_ms = _received_ms(h, item_id, 48)
+        with pytest.raises(CharivoValidationError, match="unknown assistant audio item"):
+            await h.transport.truncate_audio("item_never_seen", 10)
+        await h.transport.truncate_audio(item_id, received_ms * 10)
+        truncated = await h.server.wait_for_sent("conversation.item.truncated")
+        assert h.server.received_of("conversation.item.truncate") == [
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": received_ms,
+                "event_id": h.server.received_of("conversation.item.truncate")[0]["event_id"],
+            }
+        ]
+        assert truncated["item_id"] == item_id
+        assert h.events.of(ErrorEvent) == []
+
+
+# ------------------------------------------------------------------ voice: the user's audio
+
+
+async def test_push_to_talk_commit_and_clear() -> None:
+    server = {"transcribe": lambda audio: "hello from the mic"}
+    async with running(server, transcription_model="gpt-4o-transcribe") as h:
+        await h.transport.connect(PUSH_TO_TALK)
+        assert h.server.received[0]["session"]["audio"]["input"]["turn_detection"] is None
+        await h.transport.send_audio(_tone(300))
+        await h.transport.commit_audio()
+        transcript = await h.events.wait_for(UserTranscript)
+        await h.events.wait_for(AssistantResponseCompleted)
+        assert transcript.text == "hello from the mic"
+        tail = h.server.received_types()[-2:]
+        assert tail == ["input_audio_buffer.commit", "response.create"]
+        await h.transport.send_audio(_tone(100))
+        await h.transport.clear_audio()
+        await h.server.wait_for_sent("input_audio_buffer.cleared")
+        assert h.events.of(ErrorEvent) == []
+        assert h.events.of(UserSpeechStarted) == []  # no turn detection
+
+
+async def test_server_vad_reports_speech_and_transcripts() -> None:
+    server = {"transcribe": lambda audio: "testing one two"}
+    async with running(server, transcription_model="gpt-4o-transcribe") as h:
+        await h.transport.connect(CONFIG)  # the service's default: server VAD
+        await h.transport.send_audio(_quiet(200) + _tone(500) + _quiet(800))
+        started = await h.events.wait_for(UserSpeechStarted)
+        stopped = await h.events.wait_for(UserSpeechStopped)
+        transcript = await h.events.wait_for(UserTranscript)
+        assert started.item_id is not None and started.item_id == stopped.item_id
+        assert started.audio_start_ms is not None and stopped.audio_end_ms is not None
+        assert started.audio_start_ms < stopped.audio_end_ms
+        assert transcript.text == "testing one two"
+        deltas = h.events.of(UserTranscriptDelta)
+        assert "".join(d.text for d in deltas) == "testing one two"
+        assert {d.item_id for d in deltas} == {started.item_id}
+
+
+async def test_big_audio_is_split_into_appends_below_the_limit() -> None:
+    audio = _quiet(1) * (MAX_APPEND_BYTES // 48 + 500)  # a bit over 3 MiB
+    async with running() as h:
+        await h.transport.connect(PUSH_TO_TALK)
+        await h.transport.send_audio(audio)
+        await h.server.wait_for_event("input_audio_buffer.append", 2)
+        appends = h.server.received_of("input_audio_buffer.append")
+        chunks = [base64.b64decode(event["audio"]) for event in appends]
+        assert [len(chunk) for chunk in chunks] == [MAX_APPEND_BYTES, len(audio) - MAX_APPEND_BYTES]
+        assert b"".join(chunks) == audio
+        assert all(len(event["audio"]) < 15 * 1024 * 1024 for event in appends)
+
+
+async def test_pcm16_audio_with_half_a_sample_is_refused_before_sending() -> None:
+    async with running() as h:
+        await h.transport.connect(CONFIG)
+        with pytest.raises(CharivoValidationError, match="16-bit"):
+            await h.transport.send_audio(b"\x00\x01\x02")
+        assert "input_audio_buffer.append" not in h.server.received_types()
+
+
+async def test_rate_limits_and_failed_transcriptions_are_mapped() -> None:
+    async with running() as h:
+        await h.transport.connect(CONFIG)
+        limits = [{"name": "requests", "limit": 100, "remaining": 99, "reset_seconds": 0.5}]
+        await h.server.send_event({"type": "rate_limits.updated", "rate_limits": limits})
+        await h.server.send_event(
+            {
+                "type": "conversation.item.input_audio_transcription.failed",
+                "item_id": "item_1",
+                "content_index": 0,
+                "error": {
+                    "type": "transcription_error",
+                    "code": "audio_unintelligible",
+                    "message": "Could not transcribe",
+                    "param": None,
+                },
+            }
+        )
+        updated = await h.events.wait_for(RateLimitsUpdated)
+        failure = await h.events.wait_for(ErrorEvent)
+        assert updated.limits == tuple(limits)
+        assert isinstance(failure.error, CharivoProviderError)
+        assert failure.error.provider_code == "audio_unintelligible"
+
+
+async def test_the_voice_config_reaches_the_server_in_ga_shape() -> None:
+    config = attrs.evolve(
+        CONFIG,
+        turn_detection=TurnDetection(mode="semantic_vad", eagerness="high"),
+        output_modalities=("audio",),
+        input_transcription_model="gpt-4o-transcribe",
+    )
+    async with running(transcription_model="whisper-1") as h:
+        await h.transport.connect(config)
+        session = h.server.received[0]["session"]
+        assert session == build_session_update(config)["session"]
+        assert session["audio"]["input"] == {
+            "transcription": {"model": "gpt-4o-transcribe"},
+            "turn_detection": {
+                "type": "semantic_vad",
+                "eagerness": "high",
+                "create_response": True,
+                "interrupt_response": True,
+            },
+        }
+        assert h.events.of(ErrorEvent) == []
+
+
+# ------------------------------------------------------------------ voice: recover replays
+
+
+async def test_recover_replays_the_conversation_into_the_new_session() -> None:
+    async with running() as h:
+        await h.transport.connect(CONFIG)
+        await h.transport.send_text("My name is Ada.")
+        await h.events.wait_for(AssistantResponseCompleted)
+        await h.transport.send_text("And the weather?")
+        call = await h.events.wait_for(ToolCall)
+        assert call.call_id is not None
+        await h.transport.send_tool_result(call.call_id, {"sky": "clear"})
+        await h.events.wait_for(AssistantResponseCompleted, 3)
+        await h.server.drop_connection()
+        await h.events.wait_for(ConnectionLost)
+        before = len(h.server.received)
+        await h.transport.recover(CONFIG)
+        await h.server.wait_for_event("conversation.item.create", 3 + 6)
+        replay = h.server.received[before:]
+        assert [event["type"] for event in replay] == (
+            ["session.update"] + ["conversation.item.create"] * 6
+        )
+        assert [event["item"] for event in replay[1:]] == [
+            _said("user", "My name is Ada."),
+            _said("assistant", "You said: My name is Ada."),
+            _said("user", "And the weather?"),
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": "get_weather",
+                "arguments": '{"city": "Paris"}',
+            },
+            {"type": "function_call_output", "call_id": call.call_id, "output": '{"sky": "clear"}'},
+            _said("assistant", 'get_weather says: {"sky": "clear"}'),
+        ]
+        # the new service session remembers
+        await h.transport.send_text("What did I say first?")
+        done = await h.events.wait_for(AssistantResponseCompleted, 4)
+        assert "My name is Ada." in done.text
+        assert h.events.of(ErrorEvent) == []
+        assert h.server.sent_of("error") == []
+
+
+async def test_recover_replays_at_most_max_replay_items_and_connect_starts_afresh() -> None:
+    async with running(max_replay_items=1) as h:
+        await h.transport.connect(CONFIG)
+        for count, text in enumerate(("one", "two"), 1):
+            await h.transport.send_text(text)
+            await h.events.wait_for(AssistantResponseCompleted, count)
+        await h.transport.recover(CONFIG)
+        await h.server.wait_for_event("conversation.item.create", 3)
+        replayed = h.server.received_of("conversation.item.create")[2:]
+        assert [event["item"]["role"] for event in replayed] == ["assistant"]
+        assert replayed[0]["item"]["content"][0]["text"] == "You said: two"
+        await h.transport.connect(CONFIG)  # a new conversation: nothing to replay
+        await h.transport.recover(CONFIG)
+        await h.transport.send_text("three")
+        await h.server.wait_for_event("conversation.item.create", 4)
+        assert h.server.received_of("conversation.item.create")[3]["item"]["content"] == [
+            {"type": "input_text", "text": "three"}
+        ]
+    async with running(max_replay_items=0) as h:
+        await h.transport.connect(CONFIG)
+        await h.transport.send_text("hello")
+        await h.events.wait_for(AssistantResponseCompleted)
+        await h.transport.recover(CONFIG)
+        await h.transport.send_text("again")
+        await h.server.wait_for_event("conversation.item.create", 2)
+        assert h.server.received_of("conversation.item.create")[1]["item"]["content"] == [
+            {"type": "input_text", "text": "again"}
+        ]
+
+
+def test_the_transport_is_a_voice_transport_and_checks_max_replay_items() -> None:
+    assert isinstance(OpenAIRealtimeTransport(), VoiceTransport)
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(CharivoValidationError):
+            OpenAIRealtimeTransport(max_replay_items=bad)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ with the manager

@@ -1,12 +1,27 @@
 """The OpenAI Realtime transport: the GA Realtime protocol over a WebSocket.
 
-:class:`OpenAIRealtimeTransport` implements :class:`~charivo_fsm.RealtimeTransport`
-by speaking the OpenAI Realtime API (GA interface) over ``wss://``::
+:class:`OpenAIRealtimeTransport` implements :class:`~charivo_fsm.VoiceTransport`
+(a :class:`~charivo_fsm.RealtimeTransport` with push to talk and truncation) by
+speaking the OpenAI Realtime API (GA interface) over ``wss://``::
 
     async with OpenAIRealtimeTransport(model="gpt-realtime") as transport:
         async with create_realtime_manager(transport) as manager:
             await manager.start_session()
             await manager.send_message("Hello!")
+
+Layers
+------
+* :mod:`.openai_mapping` — the mapping table (:data:`CLIENT_ROUTES`,
+  :data:`SERVER_ROUTES`, :data:`IGNORED_SERVER_EVENTS`), the
+  ``session.update`` built from a config and the audio helpers;
+* :mod:`.openai_history` — :class:`~.openai_history.ConversationHistory`, the
+  conversation ``recover`` replays into a new service session;
+* :mod:`.openai_protocol` — :class:`~.openai_protocol.OpenAIRealtimeProtocol`,
+  every protocol rule (one response in flight, tool turns, interrupts,
+  truncation, the replay history) as a sans-IO state machine: messages in,
+  messages and events out, no socket, no clock;
+* this module — the I/O shell: the socket, the reader task, keep-alive pings,
+  the lifetime, and the waits for ``session.updated``.
 
 Why wsproto over anyio streams
 ------------------------------
@@ -36,12 +51,15 @@ not entered raises :class:`~charivo_fsm.CharivoStateError`.  Enter the transport
 
     async with transport, create_realtime_manager(transport) as manager: ...
 
-The mapping
------------
-:data:`CLIENT_ROUTES` (transport calls → client events) and
-:data:`SERVER_ROUTES` (server events → transport events) are the one mapping
-table: the dispatcher is built from :data:`SERVER_ROUTES`, and
-:func:`mapping_table_markdown` renders both for ``docs/openai-transport.md``.
+Sending in order
+----------------
+Every call asks the connection's protocol object for its messages and then
+drains the protocol's outbox under the connection's send lock, so the messages
+go out exactly in the order the protocol produced them, whichever task
+produced them (a tool result's item and a reader's ``response.create``, say).
+
+Bad input
+---------
 Server events of the protocol that have no transport event
 (:data:`IGNORED_SERVER_EVENTS`) are dropped with a debug log; anything else the
 server sends that is not understood — invalid JSON, a non-object, an unknown
@@ -59,18 +77,13 @@ shaped like an OpenAI key before it is logged or raised.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import logging
-import math
 import os
 import re
 import ssl
-import sys
-import uuid
-from array import array
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -87,20 +100,7 @@ from ..errors import (
     CharivoTransportError,
     CharivoValidationError,
 )
-from ..events import (
-    AssistantResponseCompleted,
-    AssistantResponseStarted,
-    AssistantTextDelta,
-    AudioLipsync,
-    AudioOutputEnded,
-    AudioOutputStarted,
-    ConnectionLost,
-    ErrorEvent,
-    SessionStarted,
-    ToolCall,
-    TransportEvent,
-    UserTranscript,
-)
+from ..events import ConnectionLost, SessionStarted, TransportEvent
 from ..model import RealtimeSessionConfig
 from ..transport import EventCallback
 from ._websocket import (
@@ -110,21 +110,47 @@ from ._websocket import (
     WebSocketError,
     client_handshake,
 )
+from .openai_history import DEFAULT_MAX_REPLAY_ITEMS, ConversationHistory
+from .openai_mapping import (
+    AUDIO_FORMATS,
+    CLIENT_ROUTES,
+    IGNORED_SERVER_EVENTS,
+    MAX_APPEND_BYTES,
+    SERVER_ROUTES,
+    Route,
+    audio_level,
+    build_session_update,
+    g711_rms,
+    mapping_table_markdown,
+    pcm16_rms,
+)
+from .openai_protocol import (
+    OpenAIRealtimeProtocol,
+    Outgoing,
+    provider_error,
+)
 
 if TYPE_CHECKING:
-    from ..transport import RealtimeTransport
+    from ..transport import VoiceTransport
 
 __all__ = [
+    "AUDIO_FORMATS",
     "CLIENT_ROUTES",
     "CONNECTION_LOST_CAUSE",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MAX_REPLAY_ITEMS",
     "DEFAULT_MODEL",
     "DEFAULT_URL",
     "IGNORED_SERVER_EVENTS",
+    "MAX_APPEND_BYTES",
     "SERVER_ROUTES",
+    "ConversationHistory",
+    "OpenAIRealtimeProtocol",
     "OpenAIRealtimeTransport",
     "Route",
+    "audio_level",
     "build_session_update",
+    "g711_rms",
     "mapping_table_markdown",
     "pcm16_rms",
 ]
@@ -140,248 +166,7 @@ CONNECTION_LOST_CAUSE: Final = "socket-closed"
 """The ``cause`` of every :class:`~charivo_fsm.events.ConnectionLost` this transport emits."""
 
 
-# ------------------------------------------------------------------ the mapping
-
-
-@attrs.frozen(slots=True)
-class Route:
-    """One row of the mapping table.
-
-    For :data:`CLIENT_ROUTES`, ``source`` is a transport call and ``produces``
-    the client events it sends, in order.  For :data:`SERVER_ROUTES`,
-    ``source`` is a server event type (or, with ``dispatch=False``, a socket
-    condition) and ``produces`` the transport events it may yield.
-    """
-
-    source: str
-    produces: tuple[str, ...]
-    note: str = ""
-    dispatch: bool = True
-
-
-CLIENT_ROUTES: Final[tuple[Route, ...]] = (
-    Route(
-        "connect(config)",
-        ("session.update",),
-        "opens the socket; returns after the matching `session.updated`, then emits"
-        " `SessionStarted`",
-    ),
-    Route(
-        "update_session(config)",
-        ("session.update",),
-        "returns after the matching `session.updated`; an `error` naming its `event_id`"
-        " raises `CharivoProviderError`",
-    ),
-    Route(
-        "recover(config)",
-        ("session.update",),
-        "drops the old socket, opens a new one and re-sends the config (as connect)",
-    ),
-    Route(
-        "disconnect()",
-        (),
-        "close frame; returns after the server's close frame or `close_timeout`; idempotent",
-    ),
-    Route(
-        "send_text(text)",
-        ("conversation.item.create", "response.create"),
-        "a user `message` item with one `input_text` part",
-    ),
-    Route(
-        "send_audio(audio)",
-        ("input_audio_buffer.append",),
-        "the bytes (PCM16) base64-encoded",
-    ),
-    Route(
-        "send_tool_result(call_id, output)",
-        ("conversation.item.create", "response.create"),
-        "a `function_call_output` item; `output` JSON-encoded",
-    ),
-    Route("interrupt()", ("response.cancel",), ""),
-)
-"""Transport call → client events sent."""
-
-SERVER_ROUTES: Final[tuple[Route, ...]] = (
-    Route("session.created", (), "internal: remembers the session's model"),
-    Route("session.updated", (), "internal: completes the oldest pending `session.update`"),
-    Route("response.created", ("AssistantResponseStarted",)),
-    Route("response.output_text.delta", ("AssistantTextDelta",)),
-    Route("response.output_audio_transcript.delta", ("AssistantTextDelta",)),
-    Route(
-        "response.output_audio.delta",
-        ("AudioOutputStarted", "AudioLipsync"),
-        "`AudioOutputStarted` for the first delta of a response; `rms` of the PCM16 samples, 0..1",
-    ),
-    Route("response.output_audio.done", ("AudioOutputEnded",)),
-    Route(
-        "response.function_call_arguments.done",
-        ("ToolCall",),
-        "arguments that are not a JSON object: warning, no event, and a"
-        ' `{"success": false, "error": ...}` output is sent back',
-    ),
-    Route(
-        "response.done",
-        ("AssistantResponseCompleted",),
-        "`text` = the output items' text/transcripts, `usage` = `response.usage`; also"
-        " `AudioOutputEnded` if audio was still open and `ErrorEvent` if `status` is"
-        " `failed`",
-    ),
-    Route("conversation.item.input_audio_transcription.completed", ("UserTranscript",)),
-    Route(
-        "error",
-        ("ErrorEvent",),
-        "`CharivoProviderError(message)`; an error naming a pending `session.update`"
-        " fails that call instead",
-    ),
-    Route(
-        "(socket closed, close frame or failed ping)",
-        ("ConnectionLost",),
-        '`cause="socket-closed"`; not after `disconnect()`',
-        dispatch=False,
-    ),
-)
-"""Server event → transport events."""
-
-IGNORED_SERVER_EVENTS: Final[frozenset[str]] = frozenset(
-    {
-        "conversation.created",
-        "conversation.item.created",
-        "conversation.item.added",
-        "conversation.item.done",
-        "conversation.item.deleted",
-        "conversation.item.retrieved",
-        "conversation.item.truncated",
-        "conversation.item.input_audio_transcription.delta",
-        "conversation.item.input_audio_transcription.failed",
-        "conversation.item.input_audio_transcription.segment",
-        "input_audio_buffer.cleared",
-        "input_audio_buffer.committed",
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.timeout_triggered",
-        "input_audio_buffer.dtmf_event_received",
-        "output_audio_buffer.started",
-        "output_audio_buffer.stopped",
-        "output_audio_buffer.cleared",
-        "rate_limits.updated",
-        "response.output_item.added",
-        "response.output_item.done",
-        "response.content_part.added",
-        "response.content_part.done",
-        "response.output_text.done",
-        "response.output_audio_transcript.done",
-        "response.function_call_arguments.delta",
-        "response.mcp_call_arguments.delta",
-        "response.mcp_call_arguments.done",
-        "response.mcp_call.in_progress",
-        "response.mcp_call.completed",
-        "response.mcp_call.failed",
-        "mcp_list_tools.in_progress",
-        "mcp_list_tools.completed",
-        "mcp_list_tools.failed",
-    }
-)
-"""Server events of the GA protocol that carry nothing for the manager (debug-logged)."""
-
-
-def _handler_name(event_type: str) -> str:
-    return "_on_" + re.sub(r"[^a-z0-9]+", "_", event_type)
-
-
-def mapping_table_markdown() -> str:
-    """Render :data:`CLIENT_ROUTES` and :data:`SERVER_ROUTES` as two Markdown tables."""
-
-    def cell(items: tuple[str, ...]) -> str:
-        return ", ".join(f"`{item}`" for item in items) if items else "—"
-
-    lines = [
-        "| transport call | client events sent | notes |",
-        "|---|---|---|",
-    ]
-    lines += [f"| `{r.source}` | {cell(r.produces)} | {r.note} |" for r in CLIENT_ROUTES]
-    lines += [
-        "",
-        "| server event | transport events | notes |",
-        "|---|---|---|",
-    ]
-    for r in SERVER_ROUTES:
-        source = f"`{r.source}`" if r.dispatch else r.source
-        lines.append(f"| {source} | {cell(r.produces)} | {r.note} |")
-    return "\n".join(lines) + "\n"
-
-
 # ------------------------------------------------------------------ helpers
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready deep copy: mappings become dicts, sequences lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def build_session_update(
-    config: RealtimeSessionConfig,
-    *,
-    event_id: str | None = None,
-    transcription_model: str | None = None,
-) -> dict[str, Any]:
-    """The ``session.update`` client event (GA shape) for ``config``.
-
-    Only fields the config specifies are sent: ``instructions``, the voice as
-    ``audio.output.voice``, ``tools`` as function tools, ``tool_choice`` and
-    ``max_tokens`` as ``max_output_tokens``.  ``model`` travels in the URL
-    (the GA interface does not allow changing it by ``session.update``);
-    ``temperature`` has no GA session field and is not sent.  With
-    ``transcription_model``, input audio transcription is switched on
-    (``audio.input.transcription.model``).
-    """
-    session: dict[str, Any] = {"type": "realtime"}
-    if config.instructions is not None:
-        session["instructions"] = config.instructions
-    audio: dict[str, Any] = {}
-    if transcription_model is not None:
-        audio["input"] = {"transcription": {"model": transcription_model}}
-    if config.voice is not None:
-        audio["output"] = {"voice": config.voice}
-    if audio:
-        session["audio"] = audio
-    if config.tools is not None:
-        tools = []
-        for tool in config.tools:
-            entry: dict[str, Any] = {"type": "function", "name": tool.name}
-            if tool.description is not None:
-                entry["description"] = tool.description
-            entry["parameters"] = _plain(tool.parameters)
-            tools.append(entry)
-        session["tools"] = tools
-    if config.tool_choice is not None:
-        session["tool_choice"] = config.tool_choice
-    if config.max_tokens is not None:
-        session["max_output_tokens"] = config.max_tokens
-    event: dict[str, Any] = {"type": "session.update", "session": session}
-    if event_id is not None:
-        event["event_id"] = event_id
-    return event
-
-
-def pcm16_rms(pcm: bytes) -> float:
-    """The RMS level of little-endian signed 16-bit PCM, normalised to 0..1."""
-    usable = len(pcm) - (len(pcm) % 2)
-    if usable <= 0:
-        return 0.0
-    samples = array("h")
-    samples.frombytes(pcm[:usable])
-    if sys.byteorder == "big":  # pragma: no cover - little-endian machines only in CI
-        samples.byteswap()
-    total = math.fsum(s * s for s in samples)
-    return min(1.0, math.sqrt(total / len(samples)) / 32768.0)
-
-
-def _new_event_id() -> str:
-    return "evt_" + uuid.uuid4().hex[:24]
 
 
 _KEY_SHAPE = re.compile(r"\bsk-[A-Za-z0-9_\-*.]{4,}")
@@ -479,16 +264,14 @@ def _positive(name: str, value: Any, *, allow_none: bool = False) -> float | Non
 # ------------------------------------------------------------------ connection
 
 
-class _PendingUpdate:
-    """A ``session.update`` waiting for its ``session.updated`` (or an error)."""
+class _Waiter:
+    """A ``session.update`` call waiting for its ``session.updated`` (or an error)."""
 
-    __slots__ = ("abandoned", "done", "error", "event_id")
+    __slots__ = ("done", "error")
 
-    def __init__(self, event_id: str) -> None:
-        self.event_id = event_id
+    def __init__(self) -> None:
         self.done = anyio.Event()
         self.error: CharivoError | None = None
-        self.abandoned = False  # the caller stopped waiting (cancelled)
 
     def settle(self, error: CharivoError | None = None) -> None:
         if not self.done.is_set():
@@ -497,26 +280,25 @@ class _PendingUpdate:
 
 
 class _Connection:
-    """One WebSocket connection and its per-connection protocol state."""
+    """One WebSocket connection: its socket, its protocol state and its tasks."""
 
-    def __init__(self, ws: WebSocket, model: str) -> None:
+    def __init__(self, ws: WebSocket, protocol: OpenAIRealtimeProtocol) -> None:
         self.ws = ws
-        self.model = model
+        self.protocol = protocol
         self.scope = anyio.CancelScope()
         self.finished = anyio.Event()
-        self.pending: list[_PendingUpdate] = []
-        self.audio_open: set[str | None] = set()
+        self.waiters: dict[str, _Waiter] = {}  # session.update event_id -> its caller
+        self.send_lock = anyio.Lock()  # the outbox goes out in protocol order
         self.established = False  # SessionStarted was emitted for it
         self.closing = False  # we are closing it: no ConnectionLost
         self.lost_error: CharivoError | None = None
-        self.turn_lock = anyio.Lock()  # keeps the two events of a turn together
 
 
 # ------------------------------------------------------------------ transport
 
 
 class OpenAIRealtimeTransport:
-    """A :class:`~charivo_fsm.RealtimeTransport` speaking the OpenAI Realtime API (GA).
+    """A :class:`~charivo_fsm.VoiceTransport` speaking the OpenAI Realtime API (GA).
 
     :param api_key: the API key; ``None`` reads ``OPENAI_API_KEY`` at each connect.
     :param model: sent as the ``model`` query parameter (a config's ``model``,
@@ -530,7 +312,10 @@ class OpenAIRealtimeTransport:
     :param ping_timeout: seconds a ping may wait for its pong before the
         connection counts as lost.
     :param transcription_model: when set, input audio transcription is switched
-        on with this model (needed for ``UserTranscript`` from the real API).
+        on with this model (needed for ``UserTranscript`` from the real API); a
+        config's ``input_transcription_model`` wins over it.
+    :param max_replay_items: how many conversation items ``recover`` replays
+        into the new service session (the most recent; ``0``: no replay).
     :param ssl_context: TLS settings for ``wss://`` (default:
         ``ssl.create_default_context()``).
 
@@ -549,6 +334,7 @@ class OpenAIRealtimeTransport:
         ping_interval: float | None = 20.0,
         ping_timeout: float = 20.0,
         transcription_model: str | None = None,
+        max_replay_items: int = DEFAULT_MAX_REPLAY_ITEMS,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if api_key is not None and (not isinstance(api_key, str) or not api_key):
@@ -565,6 +351,7 @@ class OpenAIRealtimeTransport:
             or max_message_size <= 0
         ):
             raise CharivoValidationError("max_message_size must be a positive integer")
+        self._history = ConversationHistory(max_replay_items)
         self._api_key = _Secret(api_key) if api_key is not None else None
         self._model = model
         self._endpoint = _parse_url(url)
@@ -579,11 +366,6 @@ class OpenAIRealtimeTransport:
         self._conn: _Connection | None = None
         self._config: RealtimeSessionConfig | None = None
         self._secrets: tuple[_Secret, ...] = ()  # every key used so far, for scrubbing
-        self._dispatch: dict[str, Callable[[_Connection, dict[str, Any]], Any]] = {
-            route.source: getattr(self, _handler_name(route.source))
-            for route in SERVER_ROUTES
-            if route.dispatch
-        }
 
     # ------------------------------------------------------------ properties
 
@@ -608,6 +390,17 @@ class OpenAIRealtimeTransport:
     def config(self) -> RealtimeSessionConfig | None:
         """The latest config the server acknowledged."""
         return self._config
+
+    @property
+    def history(self) -> ConversationHistory:
+        """The conversation history ``recover`` replays."""
+        return self._history
+
+    @property
+    def response_in_flight(self) -> bool:
+        """Whether the service has a response in flight on the current connection."""
+        conn = self._conn
+        return conn is not None and conn.protocol.response_in_flight
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "idle"
@@ -658,41 +451,16 @@ class OpenAIRealtimeTransport:
     async def connect(self, config: RealtimeSessionConfig) -> None:
         """Open the socket, send ``session.update`` and wait for ``session.updated``.
 
-        Emits :class:`~charivo_fsm.events.SessionStarted` on success.  Raises
+        Starts a new conversation: the replay history is cleared.  Emits
+        :class:`~charivo_fsm.events.SessionStarted` on success.  Raises
         :class:`~charivo_fsm.CharivoStateError` when the transport is not
         entered, :class:`~charivo_fsm.CharivoProviderError` when the server
         refuses the key or the config, :class:`~charivo_fsm.CharivoTransportError`
         when the network fails.
         """
-        task_group = self._task_group
-        if task_group is None:
-            raise CharivoStateError(
-                "OpenAIRealtimeTransport must be entered (`async with transport:`) before connect()"
-            )
-        key = self._resolve_key()
-        await self._drop_current()
-        model = config.model or self._model
-        ws = await self._open_socket(key, model)
-        conn = _Connection(ws, model)
-        self._conn = conn
-        try:
-            task_group.start_soon(self._run_connection, conn)
-            await self._session_update(conn, config)
-            if conn.finished.is_set():
-                raise conn.lost_error or CharivoTransportError(
-                    "the connection closed while connecting"
-                )
-        except BaseException:
-            conn.closing = True
-            if self._conn is conn:
-                self._conn = None
-            with anyio.CancelScope(shield=True):
-                await self._abort(conn)
-            raise
-        conn.established = True
-        self._config = config
-        logger.info("connected to %s (model %s)", self.url, model)
-        self._emit(SessionStarted())
+        self._require_entered()
+        self._history.clear()
+        await self._open(config, replay=False)
 
     async def update_session(self, config: RealtimeSessionConfig) -> None:
         """Send ``session.update`` and wait for the matching ``session.updated``."""
@@ -701,8 +469,14 @@ class OpenAIRealtimeTransport:
         self._config = config
 
     async def recover(self, config: RealtimeSessionConfig) -> None:
-        """Open a new socket and re-send ``config`` (as :meth:`connect`)."""
-        await self.connect(config)
+        """Open a new socket, re-send ``config`` and replay the conversation.
+
+        After the new session acknowledged ``config``, the history (at most
+        ``max_replay_items`` items) is sent as ``conversation.item.create``
+        events before this returns.
+        """
+        self._require_entered()
+        await self._open(config, replay=True)
 
     async def disconnect(self) -> None:
         """Close the socket politely; idempotent.
@@ -731,34 +505,99 @@ class OpenAIRealtimeTransport:
     # ------------------------------------------------------------ sending
 
     async def send_text(self, text: str) -> None:
-        """``conversation.item.create`` (user message) then ``response.create``."""
+        """A user message item, then ``response.create`` (held while a response is in flight)."""
         conn = self._require_connection()
-        item = {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": text}],
-        }
-        async with conn.turn_lock:
-            await self._send(conn, {"type": "conversation.item.create", "item": item})
-            await self._send(conn, {"type": "response.create"})
+        conn.protocol.send_text(text)
+        await self._flush(conn)
 
     async def send_audio(self, audio: bytes) -> None:
-        """``input_audio_buffer.append`` with the PCM16 bytes base64-encoded."""
+        """``input_audio_buffer.append`` (split into appends of at most 3 MiB of audio).
+
+        Raises :class:`~charivo_fsm.CharivoValidationError` before sending
+        when the audio does not fit the session's input format.
+        """
         conn = self._require_connection()
-        encoded = base64.b64encode(bytes(audio)).decode("ascii")
-        await self._send(conn, {"type": "input_audio_buffer.append", "audio": encoded})
+        conn.protocol.send_audio(audio)
+        await self._flush(conn)
 
     async def send_tool_result(self, call_id: str, output: Mapping[str, Any]) -> None:
-        """A ``function_call_output`` item (output JSON-encoded) then ``response.create``."""
+        """A ``function_call_output`` item now; ``response.create`` by the tool-turn rule."""
         conn = self._require_connection()
-        await self._send_tool_output(conn, call_id, output)
+        conn.protocol.send_tool_result(call_id, output)
+        await self._flush(conn)
 
     async def interrupt(self) -> None:
-        """``response.cancel``."""
+        """``response.cancel`` while a response is in flight; otherwise nothing."""
         conn = self._require_connection()
-        await self._send(conn, {"type": "response.cancel"})
+        conn.protocol.interrupt()
+        await self._flush(conn)
+
+    async def commit_audio(self) -> None:
+        """Push to talk: ``input_audio_buffer.commit``, then a response request."""
+        conn = self._require_connection()
+        conn.protocol.commit_audio()
+        await self._flush(conn)
+
+    async def clear_audio(self) -> None:
+        """``input_audio_buffer.clear``: drop the input audio not yet committed."""
+        conn = self._require_connection()
+        conn.protocol.clear_audio()
+        await self._flush(conn)
+
+    async def truncate_audio(self, item_id: str, audio_end_ms: int) -> None:
+        """``conversation.item.truncate`` at ``audio_end_ms`` (clamped to the audio
+        received); an item this connection never received audio for raises
+        :class:`~charivo_fsm.CharivoValidationError`."""
+        conn = self._require_connection()
+        conn.protocol.truncate_audio(item_id, audio_end_ms)
+        await self._flush(conn)
 
     # ------------------------------------------------------------ internals
+
+    def _require_entered(self) -> anyio.abc.TaskGroup:
+        task_group = self._task_group
+        if task_group is None:
+            raise CharivoStateError(
+                "OpenAIRealtimeTransport must be entered (`async with transport:`) before connect()"
+            )
+        return task_group
+
+    async def _open(self, config: RealtimeSessionConfig, *, replay: bool) -> None:
+        task_group = self._require_entered()
+        key = self._resolve_key()
+        await self._drop_current()
+        model = config.model or self._model
+        ws = await self._open_socket(key, model)
+        protocol = OpenAIRealtimeProtocol(
+            model=model,
+            history=self._history,
+            transcription_model=self._transcription_model,
+            scrub=self._scrub,
+        )
+        conn = _Connection(ws, protocol)
+        self._conn = conn
+        try:
+            task_group.start_soon(self._run_connection, conn)
+            await self._session_update(conn, config)
+            if replay:
+                count = protocol.replay()
+                await self._flush(conn)
+                logger.info("replayed %d conversation items", count)
+            if conn.finished.is_set():
+                raise conn.lost_error or CharivoTransportError(
+                    "the connection closed while connecting"
+                )
+        except BaseException:
+            conn.closing = True
+            if self._conn is conn:
+                self._conn = None
+            with anyio.CancelScope(shield=True):
+                await self._abort(conn)
+            raise
+        conn.established = True
+        self._config = config
+        logger.info("connected to %s (model %s)", self.url, model)
+        self._emit(SessionStarted())
 
     def _resolve_key(self) -> str:
         key = self._api_key.reveal() if self._api_key is not None else None
@@ -793,7 +632,7 @@ class OpenAIRealtimeTransport:
         """Drop ``conn``'s socket and stop its tasks (never blocks for long)."""
         conn.scope.cancel()
         await conn.ws.abort()
-        self._fail_pending(conn, CharivoTransportError("the connection was closed"))
+        self._fail_waiters(conn, CharivoTransportError("the connection was closed"))
 
     async def _open_socket(self, key: str, model: str) -> WebSocket:
         endpoint = self._endpoint
@@ -830,12 +669,7 @@ class OpenAIRealtimeTransport:
         except HandshakeRejected as exc:
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(stream)
-            detail = self._http_error_detail(exc.body)
-            if exc.status_code in (401, 403):
-                message = f"OpenAI Realtime refused the API key (HTTP {exc.status_code})"
-            else:
-                message = f"OpenAI Realtime rejected the connection (HTTP {exc.status_code})"
-            raise CharivoProviderError(f"{message}: {detail}" if detail else message) from None
+            raise self._rejection(exc.status_code, exc.body) from None
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(stream)
@@ -845,67 +679,63 @@ class OpenAIRealtimeTransport:
                 ) from None
             raise
 
-    def _http_error_detail(self, body: bytes) -> str:
+    def _rejection(self, status_code: int, body: bytes) -> CharivoProviderError:
+        """The error for an HTTP answer to the upgrade (with the service's error fields)."""
+        if status_code in (401, 403):
+            message = f"OpenAI Realtime refused the API key (HTTP {status_code})"
+        else:
+            message = f"OpenAI Realtime rejected the connection (HTTP {status_code})"
         try:
-            data = json.loads(body.decode("utf-8"))
-            message = data["error"]["message"]
+            error = json.loads(body.decode("utf-8"))["error"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return ""
-        if not isinstance(message, str):
-            return ""
-        return self._scrub(message)[:300]
+            error = None
+        if not isinstance(error, dict):
+            return CharivoProviderError(message)
+        detail = error.get("message")
+        if isinstance(detail, str) and detail:
+            message = f"{message}: {self._scrub(detail)[:300]}"
+        return provider_error(error, message)
 
     async def _session_update(self, conn: _Connection, config: RealtimeSessionConfig) -> None:
-        event_id = _new_event_id()
-        event = build_session_update(
-            config, event_id=event_id, transcription_model=self._transcription_model
-        )
-        pending = _PendingUpdate(event_id)
-        conn.pending.append(pending)
+        event_id = conn.protocol.session_update(config)
+        waiter = conn.waiters[event_id] = _Waiter()
         try:
-            await self._send(conn, event)
+            await self._flush(conn)
+            await waiter.done.wait()
         except BaseException:
-            if pending in conn.pending:
-                conn.pending.remove(pending)
+            conn.waiters.pop(event_id, None)
+            conn.protocol.abandon_update(event_id)
             raise
-        try:
-            await pending.done.wait()
-        except BaseException:
-            pending.abandoned = True
-            raise
-        if pending.error is not None:
-            raise pending.error
+        if waiter.error is not None:
+            raise waiter.error
 
-    async def _send(self, conn: _Connection, event: dict[str, Any]) -> None:
-        event.setdefault("event_id", _new_event_id())
+    async def _flush(self, conn: _Connection) -> None:
+        """Send everything the protocol has queued, in its order."""
+        async with conn.send_lock:
+            while batch := conn.protocol.data_to_send():
+                for message in batch:
+                    await self._send(conn, message)
+
+    async def _send(self, conn: _Connection, message: Outgoing) -> None:
         try:
-            text = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise CharivoValidationError(
-                f"{event['type']} is not JSON-serialisable: {exc}"
-            ) from exc
-        try:
-            await conn.ws.send_text(text)
+            await conn.ws.send_text(message.text)
         except WebSocketError as exc:
-            raise CharivoTransportError(f"sending {event['type']} failed: {exc}") from exc
-        logger.debug("sent %s (%s)", event["type"], event["event_id"])
+            raise CharivoTransportError(f"sending {message.type} failed: {exc}") from exc
+        logger.debug("sent %s (%s)", message.type, message.event["event_id"])
 
-    async def _send_tool_output(
-        self, conn: _Connection, call_id: str, output: Mapping[str, Any]
-    ) -> None:
-        try:
-            encoded = json.dumps(_plain(output), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise CharivoValidationError(f"tool output is not JSON-serialisable: {exc}") from exc
-        item = {"type": "function_call_output", "call_id": call_id, "output": encoded}
-        async with conn.turn_lock:
-            await self._send(conn, {"type": "conversation.item.create", "item": item})
-            await self._send(conn, {"type": "response.create"})
+    def _deliver(self, conn: _Connection) -> None:
+        """Settle answered ``session.update`` calls and emit the protocol's events."""
+        for event_id, error in conn.protocol.settled_updates():
+            waiter = conn.waiters.pop(event_id, None)
+            if waiter is not None:
+                waiter.settle(error)
+        for event in conn.protocol.events_to_emit():
+            self._emit(event)
 
-    def _fail_pending(self, conn: _Connection, error: CharivoError) -> None:
-        pending, conn.pending = conn.pending, []
-        for update in pending:
-            update.settle(error)
+    def _fail_waiters(self, conn: _Connection, error: CharivoError) -> None:
+        waiters, conn.waiters = conn.waiters, {}
+        for waiter in waiters.values():
+            waiter.settle(error)
 
     # ------------------------------------------------------------ reading
 
@@ -927,7 +757,7 @@ class OpenAIRealtimeTransport:
             with anyio.CancelScope(shield=True):
                 await conn.ws.abort()
             lost = conn.lost_error or CharivoTransportError("the socket closed")
-            self._fail_pending(conn, lost)
+            self._fail_waiters(conn, lost)
             conn.finished.set()
             if conn.established and not conn.closing:
                 conn.closing = True
@@ -974,214 +804,16 @@ class OpenAIRealtimeTransport:
             await self._handle_message(conn, message)
 
     async def _handle_message(self, conn: _Connection, text: str) -> None:
+        """Feed one server message to the protocol; deliver and send what follows."""
+        conn.protocol.receive_text(text)
+        self._deliver(conn)
         try:
-            event = json.loads(text)
-        except json.JSONDecodeError as exc:
-            logger.warning("dropped a server message that is not valid JSON (%s)", exc.msg)
-            return
-        except (ValueError, RecursionError) as exc:
-            logger.warning(
-                "dropped a server message that is not valid JSON (%s)", type(exc).__name__
-            )
-            return
-        if not isinstance(event, dict):
-            logger.warning(
-                "dropped a server message that is not a JSON object (%s)", type(event).__name__
-            )
-            return
-        event_type = event.get("type")
-        if not isinstance(event_type, str):
-            logger.warning("dropped a server message without a string type")
-            return
-        handler = self._dispatch.get(event_type)
-        if handler is None:
-            if event_type in IGNORED_SERVER_EVENTS:
-                logger.debug("ignored server event %s", event_type)
-            else:
-                logger.warning("dropped an unknown server event type %r", event_type[:80])
-            return
-        try:
-            result = handler(conn, event)
-            if result is not None:
-                await result
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            logger.warning(
-                "dropped a malformed %s event (%s: %s)",
-                event_type,
-                type(exc).__name__,
-                self._scrub(str(exc))[:200],
-            )
-
-    # ------------------------------------------------------------ server events
-    # One method per dispatched row of SERVER_ROUTES (name from _handler_name).
-
-    def _on_session_created(self, conn: _Connection, event: dict[str, Any]) -> None:
-        self._note_model(conn, event)
-
-    def _on_session_updated(self, conn: _Connection, event: dict[str, Any]) -> None:
-        self._note_model(conn, event)
-        if not conn.pending:
-            logger.debug("session.updated without a pending session.update")
-            return
-        update = conn.pending.pop(0)
-        if update.abandoned:
-            logger.debug("session.updated for an abandoned session.update %s", update.event_id)
-        update.settle()
-
-    def _note_model(self, conn: _Connection, event: dict[str, Any]) -> None:
-        session = event["session"]
-        model = session.get("model") if isinstance(session, dict) else None
-        if isinstance(model, str) and model:
-            conn.model = model
-
-    def _on_response_created(self, conn: _Connection, event: dict[str, Any]) -> None:
-        response = event.get("response")
-        response_id = response.get("id") if isinstance(response, dict) else None
-        conn.audio_open.discard(response_id)
-        self._emit(AssistantResponseStarted())
-
-    def _on_text_delta(self, conn: _Connection, event: dict[str, Any]) -> None:
-        delta = event["delta"]
-        if not isinstance(delta, str):
-            raise TypeError("delta must be a string")
-        if delta:
-            self._emit(AssistantTextDelta(delta))
-
-    _on_response_output_text_delta = _on_text_delta
-    _on_response_output_audio_transcript_delta = _on_text_delta
-
-    def _on_response_output_audio_delta(self, conn: _Connection, event: dict[str, Any]) -> None:
-        delta = event["delta"]
-        if not isinstance(delta, str):
-            raise TypeError("delta must be a string")
-        pcm = base64.b64decode(delta, validate=True)  # binascii.Error is a ValueError
-        response_id = event.get("response_id")
-        if response_id not in conn.audio_open:
-            conn.audio_open.add(response_id)
-            self._emit(AudioOutputStarted())
-        self._emit(AudioLipsync(pcm16_rms(pcm)))
-
-    def _on_response_output_audio_done(self, conn: _Connection, event: dict[str, Any]) -> None:
-        response_id = event.get("response_id")
-        if response_id in conn.audio_open:
-            conn.audio_open.discard(response_id)
-            self._emit(AudioOutputEnded())
-
-    async def _on_response_function_call_arguments_done(
-        self, conn: _Connection, event: dict[str, Any]
-    ) -> None:
-        name = event["name"]
-        call_id = event["call_id"]
-        arguments = event["arguments"]
-        if not isinstance(name, str) or not isinstance(call_id, str):
-            raise TypeError("name and call_id must be strings")
-        problem: str | None = None
-        args: Any = None
-        if not isinstance(arguments, str):
-            problem = "are not a JSON string"
-        else:
-            try:
-                args = json.loads(arguments)
-            except json.JSONDecodeError as exc:
-                problem = f"are not valid JSON: {exc.msg}"
-            except (ValueError, RecursionError) as exc:
-                problem = f"are not valid JSON: {type(exc).__name__}"
-            else:
-                if not isinstance(args, dict):
-                    problem = "must be a JSON object"
-        if problem is not None:
-            logger.warning(
-                "tool call %s (%s): invalid arguments (%s); sent a tool error back",
-                name[:80],
-                call_id[:80],
-                problem,
-            )
-            output = {"success": False, "error": f'Realtime tool "{name}" arguments {problem}'}
-            try:
-                await self._send_tool_output(conn, call_id, output)
-            except CharivoError as send_error:
-                logger.warning("could not send the tool error: %s", send_error.message)
-            return
-        self._emit(ToolCall(name=name, args=args, call_id=call_id))
-
-    def _on_response_done(self, conn: _Connection, event: dict[str, Any]) -> None:
-        response = event["response"]
-        if not isinstance(response, dict):
-            raise TypeError("response must be an object")
-        response_id = response.get("id")
-        if response_id in conn.audio_open:
-            conn.audio_open.discard(response_id)
-            self._emit(AudioOutputEnded())
-        status = response.get("status")
-        if status == "failed":
-            details = response.get("status_details")
-            error = details.get("error") if isinstance(details, dict) else None
-            message = error.get("message") if isinstance(error, dict) else None
-            text = self._scrub(message) if isinstance(message, str) else "the response failed"
-            logger.warning("response %s failed: %s", response_id, text)
-            self._emit(ErrorEvent(CharivoProviderError(text)))
-        usage = response.get("usage")
-        self._emit(
-            AssistantResponseCompleted(
-                text=_output_text(response.get("output")),
-                usage=dict(usage) if isinstance(usage, dict) else None,
-                model=conn.model,
-                response_id=response_id if isinstance(response_id, str) else None,
-            )
-        )
-
-    def _on_conversation_item_input_audio_transcription_completed(
-        self, conn: _Connection, event: dict[str, Any]
-    ) -> None:
-        transcript = event["transcript"]
-        if not isinstance(transcript, str):
-            raise TypeError("transcript must be a string")
-        self._emit(UserTranscript(transcript))
-
-    def _on_error(self, conn: _Connection, event: dict[str, Any]) -> None:
-        error = event["error"]
-        if not isinstance(error, dict):
-            raise TypeError("error must be an object")
-        raw = error.get("message")
-        message = self._scrub(raw) if isinstance(raw, str) and raw else "unknown provider error"
-        code = error.get("code")
-        about = error.get("event_id")
-        for update in conn.pending:
-            if about is not None and update.event_id == about:
-                conn.pending.remove(update)
-                logger.warning("session.update %s rejected: %s (%s)", about, message, code)
-                update.settle(CharivoProviderError(message))
-                if not update.abandoned:
-                    return
-                break
-        else:
-            logger.warning("server error: %s (%s)", message, code)
-        self._emit(ErrorEvent(CharivoProviderError(message)))
-
-
-def _output_text(output: Any) -> str:
-    """The text of a response's output items (text parts and audio transcripts)."""
-    if not isinstance(output, list):
-        return ""
-    pieces: list[str] = []
-    for item in output:
-        if not isinstance(item, dict) or item.get("type") != "message":
-            continue
-        content = item.get("content")
-        if not isinstance(content, list):
-            continue
-        for part in content:
-            if not isinstance(part, dict):
-                continue
-            value = part.get("text") if part.get("type") == "output_text" else None
-            if part.get("type") == "output_audio":
-                value = part.get("transcript")
-            if isinstance(value, str):
-                pieces.append(value)
-    return "".join(pieces)
+            await self._flush(conn)
+        except CharivoError as error:  # the socket is failing: the read loop will see it
+            logger.debug("could not send after %s: %s", "a server event", error.message)
 
 
 if TYPE_CHECKING:
 
-    def _conforms(transport: OpenAIRealtimeTransport) -> RealtimeTransport:
+    def _conforms(transport: OpenAIRealtimeTransport) -> VoiceTransport:
         return transport
