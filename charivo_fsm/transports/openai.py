@@ -289,6 +289,7 @@ class _Connection:
         self.finished = anyio.Event()
         self.waiters: dict[str, _Waiter] = {}  # session.update event_id -> its caller
         self.send_lock = anyio.Lock()  # the outbox goes out in protocol order
+        self.tasks: anyio.abc.TaskGroup | None = None  # the reader's group, while it runs
         self.established = False  # SessionStarted was emitted for it
         self.closing = False  # we are closing it: no ConnectionLost
         self.lost_error: CharivoError | None = None
@@ -744,6 +745,7 @@ class OpenAIRealtimeTransport:
         try:
             with conn.scope:
                 async with anyio.create_task_group() as group:
+                    conn.tasks = group
                     if self._ping_interval is not None:
                         group.start_soon(self._keepalive, conn)
                     await self._read_loop(conn)
@@ -801,16 +803,25 @@ class OpenAIRealtimeTransport:
                     self._max_message_size,
                 )
                 continue
-            await self._handle_message(conn, message)
+            self._handle_message(conn, message)
 
-    async def _handle_message(self, conn: _Connection, text: str) -> None:
-        """Feed one server message to the protocol; deliver and send what follows."""
+    def _handle_message(self, conn: _Connection, text: str) -> None:
+        """Feed one server message to the protocol and deliver what follows.
+
+        What it makes the protocol send (a held ``response.create``, a tool
+        error output) goes out from a task of its own: the reader never waits
+        for the send lock, so a long send cannot stop it from reading.
+        """
         conn.protocol.receive_text(text)
         self._deliver(conn)
+        if conn.protocol.has_data_to_send and conn.tasks is not None:
+            conn.tasks.start_soon(self._flush_quietly, conn)
+
+    async def _flush_quietly(self, conn: _Connection) -> None:
         try:
             await self._flush(conn)
         except CharivoError as error:  # the socket is failing: the read loop will see it
-            logger.debug("could not send after %s: %s", "a server event", error.message)
+            logger.debug("could not send after a server event: %s", error.message)
 
 
 if TYPE_CHECKING:

@@ -216,6 +216,11 @@ class OpenAIRealtimeProtocol:
         out, self._outbox = self._outbox, []
         return out
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether client events wait in the outbox."""
+        return bool(self._outbox)
+
     def events_to_emit(self) -> list[TransportEvent]:
         """Take the transport events to emit, in order."""
         out, self._events = self._events, []
