@@ -391,3 +391,31 @@ async def test_tool_arguments_reach_the_handler_as_plain_data(fake: FakeTranspor
     assert seen == [{"code": payload}]
     assert type(seen[0]) is dict
     assert fake.calls_to("send_tool_result") == [("c1", {"echo": payload})]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "wss://example.openai.azure.com/openai/realtime?api-key=abc123def456",
+        "wss://api.openai.com/v1/realtime?api_key=sk-secret",
+        "wss://api.openai.com/v1/realtime?access_token=xyz",
+        "wss://api.openai.com/v1/realtime?apikey=xyz&deployment=d",
+        "wss://api.openai.com/v1/realtime?sig=xyz",
+    ],
+)
+def test_a_key_in_the_url_query_is_refused_without_repeating_it(url: str) -> None:
+    with pytest.raises(CharivoValidationError) as info:
+        OpenAIRealtimeTransport(api_key="sk-test-key-000000", url=url)
+    message = info.value.message
+    assert "Authorization header" in message and "api_key=" in message
+    value = url.split("=", 1)[1].split("&", 1)[0]
+    assert value not in message
+
+
+def test_ordinary_query_parameters_are_kept() -> None:
+    transport = OpenAIRealtimeTransport(
+        api_key="sk-test-key-000000",
+        url="wss://example.com/openai/realtime?deployment=voice&api-version=2025-08-28",
+    )
+    assert "deployment=voice" in transport.url
+    assert "api-version=2025-08-28" in transport.url

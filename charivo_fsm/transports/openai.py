@@ -222,6 +222,13 @@ class _Endpoint:
         return f"{self.path}?{urlencode(params)}"
 
 
+_SECRET_PARAM = re.compile(
+    r"(?:^|[-_.])(?:api)?(?:key|token|secret|password|auth|authorization|sig|signature)$",
+    re.IGNORECASE,
+)
+"""Query parameter names that carry credentials (``api-key=`` Azure style, ...)."""
+
+
 def _parse_url(url: str) -> _Endpoint:
     if not isinstance(url, str):
         raise CharivoValidationError(f"url must be a string (got {type(url).__name__})")
@@ -244,12 +251,21 @@ def _parse_url(url: str) -> _Endpoint:
         raise CharivoValidationError(
             f"refusing unencrypted ws:// to non-loopback host {host!r}; use wss://"
         )
+    query = tuple(parse_qsl(parts.query, keep_blank_values=True))
+    for name, _value in query:
+        if _SECRET_PARAM.search(name):
+            # The value is not repeated here: the message names only the parameter.
+            raise CharivoValidationError(
+                f"url must not carry a key in its query (parameter {name[:40]!r}): a URL "
+                "ends up in logs and reprs. Pass the key as api_key= (sent in the "
+                "Authorization header) instead"
+            )
     return _Endpoint(
         scheme=scheme,
         host=host,
         port=port if port is not None else (443 if scheme == "wss" else 80),
         path=parts.path or "/",
-        query=tuple(parse_qsl(parts.query, keep_blank_values=True)),
+        query=query,
     )
 
 
@@ -565,7 +581,7 @@ class OpenAIRealtimeTransport:
 
     async def _open(self, config: RealtimeSessionConfig, *, replay: bool) -> None:
         task_group = self._require_entered()
-        key = self._resolve_key()
+        key = await self._credentials(config)
         await self._drop_current()
         model = config.model or self._model
         ws = await self._open_socket(key, model)
@@ -600,14 +616,24 @@ class OpenAIRealtimeTransport:
         logger.info("connected to %s (model %s)", self.url, model)
         self._emit(SessionStarted())
 
+    async def _credentials(self, config: RealtimeSessionConfig) -> str:
+        """The key for the next connection (connect or recover).  The default is the
+        long-lived key; :mod:`charivo_fsm.remote` fetches a fresh client secret here
+        (and may point the transport at another endpoint).  The key returned is
+        remembered for scrubbing."""
+        return self._resolve_key()
+
+    def _remember_secret(self, key: str) -> None:
+        if all(secret.reveal() != key for secret in self._secrets):
+            self._secrets = (*self._secrets, _Secret(key))
+
     def _resolve_key(self) -> str:
         key = self._api_key.reveal() if self._api_key is not None else None
         if not key:
             key = os.environ.get("OPENAI_API_KEY") or None
         if not key:
             raise CharivoValidationError("no OpenAI API key: pass api_key= or set OPENAI_API_KEY")
-        if all(secret.reveal() != key for secret in self._secrets):
-            self._secrets = (*self._secrets, _Secret(key))
+        self._remember_secret(key)
         return key
 
     def _scrub(self, text: str) -> str:
