@@ -33,6 +33,17 @@ Connection
   response), no input transcription; ``output_modalities`` is ``["text"]``, or
   ``["audio"]`` (the service's default) with ``audio=True``.
 
+Client secrets (remote bootstrap)
+---------------------------------
+* ``POST {http_url}/realtime/client_secrets`` (plain HTTP on the same port)
+  mints short-lived ``ek_`` keys as the service does (body ``expires_after`` 10
+  to 7200 s, default 600, and ``session``); only the long-lived key may mint.
+* A WebSocket accepts the long-lived key or an unexpired ``ek_`` key in the
+  ``Authorization`` header; from a browser page (the
+  ``openai-insecure-api-key.<key>`` subprotocol) only ``ek_`` keys.  Expiry
+  follows the ``clock`` option (Unix seconds), so tests can move time.  See
+  :mod:`charivo_fsm.testing.client_secrets`.
+
 Session
 -------
 * ``session.update`` merges into the session (``audio.input``/``audio.output``
@@ -144,6 +155,7 @@ import copy
 import json
 import logging
 import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, get_args
@@ -153,6 +165,7 @@ import anyio
 import anyio.abc
 import anyio.streams.tls
 import attrs
+import h11
 from wsproto.events import Request
 
 from ..transports._websocket import (
@@ -162,6 +175,7 @@ from ..transports._websocket import (
     WebSocketError,
     server_handshake,
 )
+from .client_secrets import BROWSER_KEY_PREFIX, ClientSecretIssuer
 from .service_response import Pause, ResponseRun, new_id
 from .service_rules import (
     DEFAULT_TOOL_TRIGGERS,
@@ -262,6 +276,7 @@ class LocalRealtimeServer:
         on purpose (the suite's SDK check of received events is skipped).
     :param ssl_context: a server-side TLS context: serve ``wss://``.
     :param max_message_size: client messages above this many bytes are dropped.
+    :param clock: Unix seconds, for client-secret expiry (a test can pass its own).
     """
 
     def __init__(
@@ -280,10 +295,13 @@ class LocalRealtimeServer:
         expects_invalid_client_events: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         max_message_size: int = 16 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if audio_pace is not None and not audio_pace > 0:
             raise ValueError("audio_pace must be positive or None")
         self._api_key = api_key
+        self.client_secrets = ClientSecretIssuer(api_key, clock)
+        """The client-secret endpoint's keys (see :mod:`charivo_fsm.testing.client_secrets`)."""
         self._host = host
         self._path = path
         self.script = Script(
@@ -359,6 +377,12 @@ class LocalRealtimeServer:
         if self._port is None:
             raise RuntimeError("the server is not running (use `async with`)")
         return self._port
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP API base (``http://127.0.0.1:<port>/v1``): the client-secret
+        endpoint is ``{http_url}/realtime/client_secrets``."""
+        return f"http://{self._host}:{self.port}/v1"
 
     @property
     def url(self) -> str:
@@ -555,25 +579,103 @@ class LocalRealtimeServer:
                 text = value.decode("latin-1")
                 if text.startswith("Bearer "):
                     presented = text[len("Bearer ") :]
-        authorized = self._api_key is None or presented == self._api_key
+        browser_key = next(
+            (
+                protocol[len(BROWSER_KEY_PREFIX) :]
+                for protocol in request.subprotocols
+                if protocol.startswith(BROWSER_KEY_PREFIX)
+            ),
+            None,
+        )
+        if browser_key is not None:
+            authorized, reason = self.client_secrets.check_browser(browser_key)
+        else:
+            authorized, reason = self.client_secrets.check_header(presented)
         self.requests.append(HandshakeRecord(parts.path, query, authorized))
         self._notify()
         if authorized:
+            if browser_key is not None:
+                return "realtime" if "realtime" in request.subprotocols else None
             return None
-        if presented is None:
-            message = "You didn't provide an API key in the Authorization header (Bearer)."
-        else:
+        if presented is not None and not presented.startswith("ek_") and browser_key is None:
             shown = f"{presented[:3]}***{presented[-2:]}" if len(presented) > 8 else "***"
-            message = f"Incorrect API key provided: {shown}."
+            reason = f"Incorrect API key provided: {shown}."
+        elif presented is None and browser_key is None:
+            reason = "You didn't provide an API key in the Authorization header (Bearer)."
         body = {
             "error": {
-                "message": message,
+                "message": reason,
                 "type": "invalid_request_error",
                 "param": None,
                 "code": "invalid_api_key",
             }
         }
         return 401, json.dumps(body).encode()
+
+    async def _read_head(self, stream: anyio.abc.ByteStream) -> bytes | None:
+        """The bytes of the request head (and whatever followed), or None if closed."""
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            try:
+                data = await stream.receive(65536)
+            except anyio.EndOfStream:
+                return None
+            buffer += data
+            if len(buffer) > 64 * 1024:
+                return None
+        return buffer
+
+    async def _serve_http(self, stream: anyio.abc.ByteStream, initial: bytes) -> None:
+        """A plain HTTP request: the client-secret endpoint, or 404."""
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(initial)
+        request: h11.Request | None = None
+        body = b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    conn.receive_data(await stream.receive(65536))
+                except anyio.EndOfStream:
+                    conn.receive_data(b"")
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+                if len(body) > 1024 * 1024:
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                return
+        assert request is not None
+        path = urlsplit(request.target.decode("latin-1")).path
+        authorization = next(
+            (v.decode("latin-1") for k, v in request.headers if k.lower() == b"authorization"),
+            None,
+        )
+        if path.rstrip("/").endswith("/realtime/client_secrets") and request.method == b"POST":
+            status, answer = self.client_secrets.handle(authorization, body)
+        else:
+            status = 404
+            answer = json.dumps(
+                {"error": {"message": "Not found", "type": "invalid_request_error",
+                           "param": None, "code": "not_found"}}
+            ).encode()
+        reply = conn.send(
+            h11.Response(
+                status_code=status,
+                headers=[
+                    ("content-type", "application/json"),
+                    ("content-length", str(len(answer))),
+                    ("connection", "close"),
+                ],
+            )
+        )
+        reply = (reply or b"") + (conn.send(h11.Data(data=answer)) or b"")
+        reply += conn.send(h11.EndOfMessage()) or b""
+        await stream.send(reply)
 
     async def _serve_client(self, stream: anyio.abc.ByteStream) -> None:
         conn: _Conn | None = None
@@ -585,8 +687,17 @@ class LocalRealtimeServer:
                     ssl_context=self._ssl_context,
                     standard_compatible=False,
                 )
+            head = await self._read_head(stream)
+            if head is None:
+                return
+            if b"upgrade: websocket" not in head.split(b"\r\n\r\n", 1)[0].lower():
+                await self._serve_http(stream, head)
+                return
             result = await server_handshake(
-                stream, decide=self._decide, max_message_size=self._max_message_size
+                stream,
+                decide=self._decide,
+                max_message_size=self._max_message_size,
+                initial=head,
             )
             if result is None:
                 return

@@ -383,9 +383,10 @@ async def client_handshake(
             raise WebSocketError("the server closed the connection during the handshake")
 
 
-Decision = tuple[int, bytes] | None
+Decision = tuple[int, bytes] | str | None
 """What a server's ``decide`` callback returns: ``None`` to accept the request,
-or ``(status_code, json_body)`` to reject it."""
+a string to accept it with that subprotocol, or ``(status_code, json_body)`` to
+reject it."""
 
 
 async def server_handshake(
@@ -393,6 +394,7 @@ async def server_handshake(
     *,
     decide: Callable[[Request], Decision],
     max_message_size: int,
+    initial: bytes = b"",
 ) -> tuple[WebSocket, Request] | None:
     """Perform the server side of the opening handshake on ``stream``.
 
@@ -402,9 +404,14 @@ async def server_handshake(
     stream).  Raises :class:`WebSocketError` for a malformed request.
     """
     ws = WSConnection(ConnectionType.SERVER)
-    total = 0
+    total = len(initial)
+    pending: bytes | None = initial or None  # bytes the caller already read
     while True:
-        data, total = await _read_handshake(stream, total)
+        data: bytes | None
+        if pending is not None:
+            data, pending = pending, None
+        else:
+            data, total = await _read_handshake(stream, total)
         if data is None:
             raise WebSocketError("the client closed the connection during the handshake")
         try:
@@ -413,8 +420,8 @@ async def server_handshake(
                 if not isinstance(event, Request):
                     continue
                 decision = decide(event)
-                if decision is None:
-                    reply = ws.send(AcceptConnection())
+                if decision is None or isinstance(decision, str):
+                    reply = ws.send(AcceptConnection(subprotocol=decision))
                     await stream.send(reply)
                     return WebSocket(stream, ws, max_message_size=max_message_size), event
                 code, body = decision
