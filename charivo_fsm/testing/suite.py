@@ -1604,6 +1604,9 @@ class Driver:
             reconnect_delays=config.reconnect_delays,
             transport_timeout=config.transport_timeout,
             auto_refresh_tools=True,
+            # Programs must replay exactly (Hypothesis shrinks and re-runs them): the
+            # delays are the configured ones, without the default random jitter.
+            reconnect_jitter=0.0,
         )
         self.manager.set_event_emitter(self.emitter)
         self.ctx.manager = self.manager
