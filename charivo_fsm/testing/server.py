@@ -277,6 +277,7 @@ class LocalRealtimeServer:
     :param ssl_context: a server-side TLS context: serve ``wss://``.
     :param max_message_size: client messages above this many bytes are dropped.
     :param clock: Unix seconds, for client-secret expiry (a test can pass its own).
+    :param port: the port to listen on (``0``: an ephemeral one, see :attr:`port`).
     """
 
     def __init__(
@@ -296,6 +297,7 @@ class LocalRealtimeServer:
         ssl_context: ssl.SSLContext | None = None,
         max_message_size: int = 16 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        port: int = 0,
     ) -> None:
         if audio_pace is not None and not audio_pace > 0:
             raise ValueError("audio_pace must be positive or None")
@@ -303,6 +305,7 @@ class LocalRealtimeServer:
         self.client_secrets = ClientSecretIssuer(api_key, clock)
         """The client-secret endpoint's keys (see :mod:`charivo_fsm.testing.client_secrets`)."""
         self._host = host
+        self._requested_port = port
         self._path = path
         self.script = Script(
             tool_triggers=tuple(tool_triggers),
@@ -392,7 +395,9 @@ class LocalRealtimeServer:
         return f"{scheme}://{host}:{self.port}{self._path}"
 
     async def __aenter__(self) -> LocalRealtimeServer:
-        listener = await anyio.create_tcp_listener(local_host=self._host, local_port=0)
+        listener = await anyio.create_tcp_listener(
+            local_host=self._host, local_port=self._requested_port
+        )
         self._port = int(listener.listeners[0].extra(anyio.abc.SocketAttribute.local_port))
         self._listener = listener
         group = anyio.create_task_group()
