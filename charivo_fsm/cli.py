@@ -1,4 +1,4 @@
-"""The ``charivo-fsm`` command: ``demo``, ``diagrams`` and ``check``.
+"""The ``charivo-fsm`` command: ``demo``, ``diagrams``, ``check`` and ``web``.
 
 Each subcommand lives in its own module; this file only parses arguments.
 """
@@ -66,6 +66,20 @@ def _check(args: argparse.Namespace) -> int:
     return run_check(examples=args.examples, seed=args.seed, transport=args.transport)
 
 
+def _web(args: argparse.Namespace) -> int:
+    try:
+        from .web.run import run_web
+    except ModuleNotFoundError as error:
+        if error.name not in ("starlette", "uvicorn"):
+            raise
+        print(
+            "charivo-fsm web needs Starlette and uvicorn: pip install 'charivo-fsm[web]'",
+            file=sys.stderr,
+        )
+        return 2
+    return run_web(host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charivo-fsm",
@@ -102,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a factory returning (transport, faults); default: the built-in FakeTransport",
     )
     check.set_defaults(run=_check)
+
+    web = commands.add_parser(
+        "web",
+        help="serve the browser voice page (OpenAI with OPENAI_API_KEY, else the local server)",
+    )
+    web.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    web.add_argument("--port", type=int, default=8765, help="default: 8765")
+    web.set_defaults(run=_web)
     return parser
 
 
