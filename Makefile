@@ -17,8 +17,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict charivo_fsm
 
+# -rs lists every skipped test with its reason (the browser test skips without
+# chromium, chromium-driver, espeak-ng or sox: .ci/run installs them).
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -rs
 
 demo: $(STAMP)
 	$(BIN)/charivo-fsm demo
