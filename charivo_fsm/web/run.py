@@ -7,7 +7,7 @@
   :class:`~charivo_fsm.testing.LocalRealtimeServer` runs in the same process, on
   127.0.0.1, with audio output paced in real time, server VAD, and a demo
   weather tool: a message containing "weather" makes the model call
-  ``getWeather``, whose handler is registered in every connection's manager.
+  ``get_weather``, whose handler is registered in every connection's manager.
   The local server does not recognise speech: it hears a spoken turn as
   "(spoken audio, 1.2 s)" and answers it in a synthetic voice.
 
@@ -30,16 +30,14 @@ import attrs
 import uvicorn
 from starlette.applications import Starlette
 
-from ..demo import WEATHER_TOOL
-from ..model import RealtimeToolContext, RealtimeToolRegistration
-from ..testing.server import LocalRealtimeServer, ToolTrigger
+from ..model import RealtimeTool, RealtimeToolContext, RealtimeToolRegistration
+from ..testing.server import DEFAULT_TOOL_TRIGGERS, LocalRealtimeServer
 from ..transports.openai import OpenAIRealtimeTransport
 from .app import create_app
 from .protocol import DEFAULT_MAX_FRAME_BYTES
 from .session import TransportFactory
 
 __all__ = [
-    "DEMO_TRIGGERS",
     "WEATHER_TOOL",
     "WebServer",
     "demo_reply",
@@ -49,9 +47,18 @@ __all__ = [
     "web_tools",
 ]
 
-DEMO_TRIGGERS = (ToolTrigger("weather", WEATHER_TOOL.name, {"city": "Paris"}),)
-"""The local server calls the demo's weather tool (``getWeather``, the one
-``charivo-fsm demo`` uses) when a user message mentions the weather."""
+WEATHER_TOOL = RealtimeTool(
+    name="get_weather",
+    description="Get the current weather for a city.",
+    parameters={
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "The city name"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+)
+"""The demo tool; the local server's default :class:`ToolTrigger` calls it
+(``get_weather`` with ``{"city": "Paris"}``) when a user message mentions the weather."""
 
 TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 
@@ -126,7 +133,7 @@ async def running_web(
             options: dict[str, Any] = {
                 "audio": True,
                 "audio_pace": 1.0,
-                "tool_triggers": DEMO_TRIGGERS,
+                "tool_triggers": DEFAULT_TOOL_TRIGGERS,
                 "reply": demo_reply,
             }
             options.update(server_options or {})
