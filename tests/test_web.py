@@ -7,15 +7,22 @@
   clocks): a page that leaves mid-response leaves no task and no connection;
 * the Starlette app through Starlette's ``TestClient`` (app on asyncio and on
   trio): the page and its files, the WebSocket protocol, oversized frames, the
-  origin check, the connection count going back to zero.
+  origin check, the connection count going back to zero;
+* ``charivo-fsm web`` as a process: it prints its URL, serves, stops on Ctrl+C.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -546,3 +553,38 @@ def test_cross_origin_is_refused(client_for: Callable[..., TestClient]) -> None:
     with client.websocket_connect("/session", headers={"origin": "http://testserver"}) as ws:
         assert ws.receive_json()["type"] == "hello"
     _wait_idle(client)
+
+
+# ------------------------------------------------------------------ the command
+
+
+def test_cli_web_serves_the_page_and_stops_on_ctrl_c() -> None:
+    """``charivo-fsm web --port 0`` (local server) prints its URL, serves the page,
+    and stops cleanly on SIGINT."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("OPENAI_API_KEY", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charivo_fsm", "web", "--port", "0"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("charivo-fsm web: open http://127.0.0.1:"), line
+        assert "local realtime server" in line
+        url = line.split("open ", 1)[1].split(" ", 1)[0]
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            assert b'id="status"' in answer.read()
+        with urllib.request.urlopen(url + "healthz", timeout=5) as answer:
+            assert json.loads(answer.read()) == {"ok": True, "pageSessions": 0}
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -12,8 +12,9 @@ checks: the server's VAD heard the speech; the answer's audio played in the
 page; the second sentence stopped playback at once, and the server truncated
 the answer where the page had played it; the Interrupt button stops playback
 and truncates at the reported position; a typed weather question shows a tool
-call and its result; Stop ends the session; when the backend goes away the page
-says so.  A second test checks the message shown when the microphone is refused.
+call and its result; Stop ends the session.  Other tests: push to talk (hold
+the button while the WAV speaks, release: committed and answered); a refused
+microphone and a backend that goes away, each explained on the page.
 
 Nothing is downloaded: Debian's ``chromium`` and ``/usr/bin/chromedriver`` are
 used (selenium-manager is disabled for the test).  Without them, ``espeak-ng``
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,7 @@ pytest.importorskip("uvicorn", reason="browser test skipped: uvicorn not install
 import anyio.from_thread  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 from charivo_fsm.web.run import WebServer, running_web  # noqa: E402
@@ -126,6 +129,24 @@ def _browser(*arguments: str) -> webdriver.Chrome:
     return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
 
 
+@contextmanager
+def _page(*arguments: str) -> Iterator[Page]:
+    driver = _browser(*arguments)
+    try:
+        yield Page(driver)
+    finally:
+        driver.quit()
+
+
+def _speaking(wav: Path) -> tuple[str, ...]:
+    """Chromium arguments: a fake microphone playing ``wav`` once, allowed."""
+    return (
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+    )
+
+
 class Page:
     def __init__(self, driver: webdriver.Chrome) -> None:
         self.driver = driver
@@ -140,6 +161,10 @@ class Page:
 
     def playing(self) -> int:
         return int(self.script("return window.charivo.player.playing.size"))
+
+    def open(self, url: str) -> None:
+        self.driver.get(url)
+        self.wait("the backend socket opens", lambda s: s["link"] == "open")
 
     def click(self, element_id: str) -> None:
         self.driver.find_element(By.ID, element_id).click()
@@ -187,16 +212,9 @@ def _truncation(web: WebServer, item_id: str) -> int:
 def test_voice_page(web: WebServer, tmp_path: Path) -> None:
     assert web.local is not None
     server = web.local
-    wav = _speech_wav(tmp_path)
-    driver = _browser(
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}%noloop",
-    )
-    page = Page(driver)
-    try:
-        driver.get(web.url)
-        page.wait("the backend socket opens", lambda s: s["link"] == "open")
+    with _page(*_speaking(_speech_wav(tmp_path))) as page:
+        driver = page.driver
+        page.open(web.url)
         # Start: microphone on, session active.
         page.click("start")
         page.wait("the session starts", lambda s: s["session"] == "active" and s["mic"] == "on")
@@ -249,7 +267,7 @@ def test_voice_page(web: WebServer, tmp_path: Path) -> None:
         field.send_keys("What's the weather in Paris?")
         page.click("send")
         page.wait("a tool call", lambda s: s["toolCalls"] >= 1 and s["toolResults"] >= 1)
-        call = driver.find_element(By.CSS_SELECTOR, '#tools li[data-name="getWeather"]')
+        call = driver.find_element(By.CSS_SELECTOR, '#tools li[data-name="get_weather"]')
         assert "Paris" in call.text and "sunny" in call.text
         page.wait("the tool's answer plays", lambda s: s["msPlayed"] >= played_before + 400)
 
@@ -262,19 +280,38 @@ def test_voice_page(web: WebServer, tmp_path: Path) -> None:
         assert "You said" in transcript and "What's the weather in Paris?" in transcript
         errors = [e for e in status["errors"] if not e.startswith("command_failed")]
         assert errors == []
-    finally:
-        driver.quit()
+    _wait_server(lambda: web.app.state.page_sessions == 0, "the page session ends")
+
+
+def test_push_to_talk(web: WebServer, tmp_path: Path) -> None:
+    """Push to talk: no server VAD; the talk button held while the WAV speaks,
+    released: the audio is committed and answered."""
+    assert web.local is not None
+    server = web.local
+    commits_before = len(server.received_of("input_audio_buffer.commit"))
+    with _page(*_speaking(_speech_wav(tmp_path))) as page:
+        page.open(web.url)
+        page.click("ptt-mode")
+        page.click("start")
+        page.wait("the session starts", lambda s: s["session"] == "active" and s["mic"] == "on")
+        assert page.status()["pushToTalk"] is True
+        talk = page.driver.find_element(By.ID, "talk")
+        ActionChains(page.driver).click_and_hold(talk).pause(2.5).release(talk).perform()
+        status = page.wait("the answer plays", lambda s: s["audioChunksPlayed"] >= 5)
+        assert status["speechStarts"] == 0  # no VAD in push to talk
+        assert status["micChunksSent"] > 0 and status["userTranscripts"] == 1
+        assert len(server.received_of("input_audio_buffer.commit")) == commits_before + 1
+        page.click("stop")
+        page.wait("the session stops", lambda s: s["session"] == "stopped")
     _wait_server(lambda: web.app.state.page_sessions == 0, "the page session ends")
 
 
 def test_microphone_refused_and_backend_gone(tmp_path: Path) -> None:
-    driver = _browser("--use-fake-device-for-media-stream", "--deny-permission-prompts")
-    page = Page(driver)
-    try:
+    with _page("--use-fake-device-for-media-stream", "--deny-permission-prompts") as page:
+        driver = page.driver
         with anyio.from_thread.start_blocking_portal("asyncio") as portal:
             with portal.wrap_async_context_manager(running_web(port=0)) as web:
-                driver.get(web.url)
-                page.wait("the backend socket opens", lambda s: s["link"] == "open")
+                page.open(web.url)
                 page.click("start")
                 status = page.wait("the refusal", lambda s: s["mic"] == "denied")
                 notice = driver.find_element(By.ID, "notice")
@@ -286,5 +323,3 @@ def test_microphone_refused_and_backend_gone(tmp_path: Path) -> None:
         # The backend is gone (the server shut down under the page).
         page.wait("the backend goes away", lambda s: s["link"] == "closed")
         assert "The backend is gone" in driver.find_element(By.ID, "notice").text
-    finally:
-        driver.quit()
