@@ -74,6 +74,7 @@ from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 from charivo_fsm.web.run import WebServer, running_web  # noqa: E402
+from tests.sdk_validation import validate_client_event, validate_server_event  # noqa: E402
 
 FIRST = "Hello there. What is the weather like in Paris today?"
 SECOND = "Wait, stop talking. Tell me something else, please."
@@ -100,6 +101,13 @@ def web() -> Iterator[WebServer]:
     with anyio.from_thread.start_blocking_portal("asyncio") as portal:
         with portal.wrap_async_context_manager(running_web(port=0)) as server:
             yield server
+    # As for every local server of the suite (tests/conftest.py, which does not
+    # see this module-wide one): all traffic validates against the openai SDK.
+    assert server.local is not None
+    for event in server.local.received:
+        validate_client_event(event)
+    for event in server.local.sent:
+        validate_server_event(event)
 
 
 @pytest.fixture(autouse=True)
