@@ -71,7 +71,13 @@ from .core import (
     Sleep,
     Truncate,
 )
-from .errors import CharivoError, CharivoStateError, CharivoValidationError, to_charivo_error
+from .errors import (
+    CharivoError,
+    CharivoStateError,
+    CharivoTransportError,
+    CharivoValidationError,
+    to_charivo_error,
+)
 from .model import (
     Character,
     RealtimeSessionConfig,
@@ -613,6 +619,11 @@ class RealtimeManager:
             ) from error
         except Exception as error:
             raise to_charivo_error("transport", error) from error
+        except BaseException as error:
+            if not _handled_as_error(error):
+                raise  # the caller's own cancellation, or the process exiting
+            failure = _as_error(error, f"transport {what}")
+            raise CharivoTransportError(str(failure), cause=error) from error
 
     # -------------------------------------------------------------- transport
 

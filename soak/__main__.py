@@ -24,14 +24,15 @@ from typing import Any
 
 from . import SoakConfig, format_report, run_openai, run_virtual
 
-VIRTUAL = SoakConfig(sessions=200, duration=120.0, warmup=20.0, wall_budget=25.0)
-"""The full virtual-clock run (per backend); seconds are virtual."""
+VIRTUAL = SoakConfig(sessions=150, duration=80.0, warmup=10.0)
+"""The full virtual-clock run (per backend); seconds are virtual.  It always covers
+its whole duration (no wall budget): sized to take about 15 s per backend on an
+idle 2-core machine and about a minute on a loaded one."""
 
 OPENAI = SoakConfig(
     sessions=50,
     duration=25.0,
     warmup=15.0,
-    wall_budget=50.0,
     action_gap=0.25,
     event_gap=0.5,
     blocks_limit=None,  # reported; see docs/reliability.md
@@ -80,6 +81,8 @@ def _summary(figures: dict[str, Any]) -> str:
         f"{figures['tasks_alive']} tasks alive; memory RSS {figures['rss_growth']:+.1%}, "
         f"live allocations {figures['blocks_growth']:+.1%}; longest stop "
         f"{figures['max_stop']:.3f} s (bound {figures['stop_bound']:g} s); "
+        f"leak check {figures['payloads_alive']} of {figures['payloads_sampled']} "
+        f"first-half payloads alive ({figures['payload_kinds_checked']} kinds); "
         f"{figures['violations']} violations"
     )
 
@@ -111,10 +114,7 @@ def _all(args: argparse.Namespace) -> int:
             print(_summary(figures[run]))
         else:
             print(f"{run}: no report (exit status {codes[run]})")
-    print(f"soak runs: {soak_wall:.1f} s wall (budget 60 s)")
-    if soak_wall > 60.0:
-        print("FAIL: the soak runs took longer than their 60 s budget")
-        failed = True
+    print(f"soak runs: {soak_wall:.1f} s wall (the verdict does not depend on it)")
     if not args.no_fuzz:
         fuzz_started = time.monotonic()
         env = dict(os.environ, CHARIVO_FUZZ_PROFILE="soak")

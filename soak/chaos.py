@@ -82,8 +82,14 @@ _FREE = {"type": "object", "properties": {}}
 TOOL_NAMES = ("quick", "nested", "slow", "flaky", "hang", "badOutput")
 
 
-def make_tools(rng: random.Random, tool_timeout: float) -> list[RealtimeToolRegistration]:
+def make_tools(
+    rng: random.Random, tool_timeout: float, stats: RunStats | None = None
+) -> list[RealtimeToolRegistration]:
     """The soak's tools; handler behaviour is drawn from ``rng``."""
+
+    def injected(what: str) -> None:
+        if stats is not None:
+            stats.counts[f"fault: {what}"] += 1
 
     async def quick(args: dict[str, Any], context: RealtimeToolContext) -> Mapping[str, Any]:
         return {"ok": True, "n": args["n"], "call": context.call_id}
@@ -105,6 +111,15 @@ def make_tools(rng: random.Random, tool_timeout: float) -> list[RealtimeToolRegi
             raise CharivoError("flaky handler refused", code="FLAKY")
         if roll < 0.6:
             raise KeyError("missing")
+        if roll < 0.66:
+            injected("foreign cancellation raised by a tool handler")
+            await foreign_cancellation()
+        if roll < 0.72:
+            injected("BaseException raised by a tool handler")
+            raise ChaosBaseException("flaky handler raised a BaseException")
+        if roll < 0.75:
+            injected("GeneratorExit raised by a tool handler")
+            raise GeneratorExit
         return {"ok": True}
 
     async def hang(args: dict[str, Any], context: RealtimeToolContext) -> Mapping[str, Any]:
@@ -206,6 +221,40 @@ class Faults:
         self.send_hang = send_hang
 
 
+class ChaosBaseException(BaseException):
+    """A BaseException that is neither a cancellation nor a process exit (the engine
+    must handle it as an error of the operation that raised it)."""
+
+
+async def foreign_cancellation() -> None:
+    """Raise a cancellation nobody around the caller requested: the cancelled
+    exception of a scope that is already gone (as a handler that awaited a future
+    something else cancelled would)."""
+    caught: BaseException | None = None
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await anyio.sleep(1)
+        except BaseException as exc:
+            caught = exc
+            raise
+    assert caught is not None
+    raise caught
+
+
+async def raise_failure(rng: random.Random, method: str, stats: RunStats) -> None:
+    """Raise one of the ways a transport call fails, foreign cancellations and
+    other BaseExceptions included."""
+    roll = rng.random()
+    if roll < 0.12:
+        stats.counts["fault: foreign cancellation raised by a transport call"] += 1
+        await foreign_cancellation()
+    if roll < 0.24:
+        stats.counts["fault: BaseException raised by a transport call"] += 1
+        raise ChaosBaseException(f"chaos: {method} raised a BaseException")
+    raise _failure(rng, method)
+
+
 def _failure(rng: random.Random, method: str) -> Exception:
     kind = rng.randrange(5)
     if kind == 0:
@@ -298,7 +347,7 @@ class ChaosTransport:
             stats.counts["fault: call failed"] += 1
             self.note(f"{method} (fails)")
             await anyio.sleep(rng.uniform(0, self.timeout / 4))
-            raise _failure(rng, method)
+            await raise_failure(rng, method, stats)
         roll -= faults.fail
         if roll < faults.hang:
             stats.counts["fault: call hung past transport_timeout"] += 1
@@ -336,7 +385,7 @@ class ChaosTransport:
         roll = rng.random()
         if roll < faults.send_fail:
             self.stats.counts["fault: send failed"] += 1
-            raise _failure(rng, method)
+            await raise_failure(rng, method, self.stats)
         if roll < faults.send_fail + faults.send_hang:
             self.stats.counts["fault: send hung past transport_timeout"] += 1
             await anyio.sleep_forever()

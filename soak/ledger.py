@@ -6,9 +6,11 @@ settled, violations are kept up to :data:`MAX_VIOLATIONS` (and counted beyond).
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import random
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +55,45 @@ class RunStats:
         self.max_exit = 0.0
         self.rig_errors: Counter[str] = Counter()
         self._calls: dict[str, list[float]] = {}
+        # The leak check: a sample of the payloads emitted in the first half of the
+        # measured run, per event kind (weak references: they must all be gone by
+        # the end of the second half).
+        self.first_half: tuple[float, float] | None = None
+        self.sampled: dict[str, list[weakref.ref[Any]]] = {}
+        self._shared: dict[str, int] = {}  # kind -> id of an object emitted again and again
+        self._sample_every = 8
+        self._seen: Counter[str] = Counter()
+
+    # ------------------------------------------------------------ leak check
+
+    def sample_payload(self, name: str, payload: Any) -> None:
+        """Keep a weak reference to some payloads emitted in the first half."""
+        window = self.first_half
+        if window is None or not window[0] <= self.clock() < window[1]:
+            return
+        self._seen[name] += 1
+        if self._seen[name] % self._sample_every:
+            return
+        refs = self.sampled.setdefault(name, [])
+        if refs and refs[-1]() is payload:
+            self._shared[name] = id(payload)  # a shared constant (tts:audio:end's payload)
+            return
+        try:
+            refs.append(weakref.ref(payload))
+        except TypeError:
+            self._shared[name] = id(payload)
+
+    def survivors(self) -> dict[str, tuple[int, int]]:
+        """Per kind: (first-half payloads still alive, sampled), shared constants aside."""
+        gc.collect()
+        result: dict[str, tuple[int, int]] = {}
+        for name, refs in self.sampled.items():
+            alive = [r() for r in refs]
+            alive_count = sum(
+                1 for obj in alive if obj is not None and id(obj) != self._shared.get(name)
+            )
+            result[name] = (alive_count, len(refs))
+        return result
 
     # ------------------------------------------------------------ violations
 
@@ -157,6 +198,10 @@ not outcomes of the manager's tool calls)."""
 _LIVE = frozenset({"starting", "active", "stopping"})
 
 
+class _ListenerBaseException(BaseException):
+    """An emitter raising a BaseException that is not a process exit (D1 still holds)."""
+
+
 class Checker:
     """The event emitter of one manager: feeds the ledger and checks D2 on the fly.
 
@@ -205,8 +250,12 @@ class Checker:
             self._ended(payload.reason)
         elif name in _OUTSIDE_SESSION:
             self._inside(name, payload)
+        stats.sample_payload(name, payload)
         if self.rng is not None and self.rng.random() < self.fail_rate:
             stats.counts["listener failures injected"] += 1
+            if self.rng.random() < 0.3:
+                stats.counts["fault: BaseException raised by a listener"] += 1
+                raise _ListenerBaseException("listener raised a BaseException (injected)")
             raise RuntimeError("listener bug (injected)")  # D1: must change nothing
 
     def _inside(self, name: str, payload: Any) -> None:

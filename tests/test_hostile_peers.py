@@ -410,3 +410,17 @@ def test_events_from_another_thread_without_a_running_manager_are_dropped() -> N
     thread.start()
     thread.join()
     assert manager.state.connection == ConnectionState.IDLE
+
+
+@pytest.mark.parametrize("behaviour", [_raise_foreign, _raise_custom], ids=["cancel", "custom"])
+async def test_a_send_raising_a_base_exception_is_a_transport_error(behaviour: Any) -> None:
+    fake = FakeTransport()
+    async with create_realtime_manager(fake) as manager:
+        await manager.start_session()
+        fake.respond_with("send_text", behaviour, once=True)
+        with pytest.raises(CharivoError) as info:
+            await manager.send_message("hello")
+        assert info.value.code == "CHARIVO_TRANSPORT_ERROR"
+        assert "transport send_text raised" in info.value.message
+        await manager.send_message("again")  # the session is untouched
+        assert manager.state.session.status == SessionStatus.ACTIVE
