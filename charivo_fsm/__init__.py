@@ -30,6 +30,7 @@ from .model import (
 )
 from .tools import ProjectorContext, ResultProjector
 from .transport import RealtimeTransport, VoiceTransport
+from .typed_tools import tool
 
 _logging.getLogger("charivo_fsm").addHandler(_logging.NullHandler())
 
@@ -64,4 +65,5 @@ __all__ = [
     "build_realtime_session_config",
     "create_realtime_manager",
     "to_charivo_error",
+    "tool",
 ]
