@@ -75,8 +75,8 @@ def run_check(examples: int, seed: int | None, transport: str | None) -> int:
         import trio  # noqa: F401
     except ImportError as missing:
         print(
-            f"charivo-fsm check needs the test dependencies ({missing.name} is missing): "
-            "pip install 'charivo-fsm[test]'"
+            f"charivo-fsm check needs the check extra ({missing.name} is missing): "
+            "pip install 'charivo-fsm[check]'"
         )
         return 2
     if examples < 1:
