@@ -461,6 +461,12 @@ class RealtimeManager:
 
     @property
     def session_id(self) -> str | None:
+        """The id of the current session (a uuid4 string), or ``None`` between sessions.
+
+        It is set when :meth:`start_session` begins (visible while starting), kept
+        across reconnects, and cleared when the session ends (D17.15).  Log records and
+        ``realtime:usage`` payloads carry it.
+        """
         return self._core.session_id
 
     def events(self, max_buffer: int = 1024) -> EventStream:
@@ -492,6 +498,12 @@ class RealtimeManager:
                 self._streams = None
 
     def set_event_emitter(self, emitter: EventEmitter | None) -> None:
+        """Send every emitted event to ``emitter.emit(name, payload)``; ``None`` stops it.
+
+        The emitter is called synchronously, in emit order; whatever it raises is
+        logged (``listener.failed``) and never reaches the engine or a caller (D1).
+        Raises :class:`CharivoValidationError` for an object without ``emit``.
+        """
         if emitter is not None and not callable(getattr(emitter, "emit", None)):
             raise CharivoValidationError(
                 "the event emitter must have an emit(name, payload) method"
@@ -499,26 +511,60 @@ class RealtimeManager:
         self._emitter = emitter
 
     def set_character(self, character: Character | Mapping[str, Any] | None) -> None:
+        """Set (or clear, with ``None``) the character the sessions speak as.
+
+        A :class:`Character` or a mapping with the same keys.  The character's voice
+        and instructions fill what the base config leaves unset
+        (:func:`build_realtime_session_config`); ``state.session.character_id``
+        follows at once, and the effective config takes it at the next start, update
+        or reconnect.  Raises :class:`CharivoValidationError` for bad input.
+        """
         value = None if character is None else structure_character(character)
         self._core.set_character(value)
         self._drain()
 
     def register_tool(self, registration: RealtimeToolRegistration) -> None:
+        """Add a tool, or replace the registered tool of the same name.
+
+        The tool's JSON Schema is compiled here: an invalid schema or a handler that
+        is not async raises :class:`CharivoValidationError` and leaves the registry
+        as it was.  A live session learns the new tool at its next update or
+        reconnect, or at once with ``auto_refresh_tools=True`` (D16).  See
+        :func:`charivo_fsm.tool` to build a registration from a typed function.
+        """
         self._core.registry.register(registration)
         self._core.tools_changed()
         self._drain()
 
     def unregister_tool(self, name: str) -> None:
+        """Remove the tool called ``name`` (nothing happens if there is none).
+
+        Calls the model makes to it afterwards fail as unknown tools (D8); a live
+        session is told as for :meth:`register_tool`.
+        """
         if self._core.registry.unregister(name):
             self._core.tools_changed()
             self._drain()
 
     def registered_tools(self) -> list[RealtimeTool]:
+        """The definitions of the registered tools, in registration order."""
         return list(self._core.registry.definitions())
 
     async def start_session(
         self, config: RealtimeSessionConfig | Mapping[str, Any] | None = None
     ) -> None:
+        """Start a session: connect the transport with the effective config.
+
+        ``config`` (a :class:`RealtimeSessionConfig` or a mapping with the same keys)
+        is merged into the base config, which persists across sessions; ``None``
+        fields never clear anything (D13).  Returns once the transport is connected
+        and ``realtime:session:start`` was emitted.
+
+        Raises :class:`CharivoStateError` outside ``async with`` or while a session
+        is starting, active or stopping (D14), and if a stop wins over the start
+        (D3); :class:`CharivoTransportError` / :class:`CharivoTimeoutError` when
+        ``connect`` fails or exceeds ``transport_timeout``.
+        """
         self._require_entered()
         override = structure_config(config)
         ticket = _Ticket()
@@ -529,6 +575,18 @@ class RealtimeManager:
     async def update_session(
         self, config: RealtimeSessionConfig | Mapping[str, Any] | None = None
     ) -> None:
+        """Merge ``config`` into the base config and patch a live session in place.
+
+        At most one patch is in flight; calls made meanwhile coalesce into one
+        follow-up patch with the latest config.  Returns when a patch carrying this
+        config (or a newer one) has settled and raises that patch's error if it
+        failed (the session stays active with its previous config).  While no
+        session exists, or while stopping, the config is only stored for the next
+        start and the call returns at once; while starting, one patch with the
+        latest config follows the start if it committed an older one (D3); while
+        reconnecting, the reconnect carries it and the call returns when that
+        succeeds (D5, D17.4, D17.5).
+        """
         self._require_entered()
         override = structure_config(config)
         core = self._core
@@ -542,6 +600,13 @@ class RealtimeManager:
         await ticket.wait()
 
     async def stop_session(self) -> None:
+        """Stop the session: disconnect the transport and emit ``realtime:session:end``.
+
+        A stop wins over a start, a patch or a reconnect in flight; concurrent calls
+        join one stop.  Returns at once when no session is active.  If
+        ``disconnect`` fails or exceeds ``transport_timeout`` the session still ends
+        (reason ``error``) and that error is raised (D4).
+        """
         self._require_entered()
         ticket = _Ticket()
         self._core.stop(ticket)
@@ -549,6 +614,12 @@ class RealtimeManager:
         await ticket.wait()
 
     async def send_message(self, text: str) -> None:
+        """Send a user text message to the model (it answers with a response).
+
+        Raises :class:`CharivoStateError` unless the session is active and connected
+        (distinct messages for not active, reconnecting and stopping, D14), and the
+        transport's error if the send fails.
+        """
         if not isinstance(text, str):
             raise CharivoValidationError("send_message expects a str")
         await self._send("send_text", self._transport.send_text, text)
