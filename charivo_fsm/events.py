@@ -40,16 +40,26 @@ __all__ = [
 
 @attrs.frozen(slots=True)
 class SessionStarted:
+    """The provider confirmed the session (D10: only a live session that is neither
+    reconnecting nor patching takes it, and then only to say ``connected``)."""
+
     type: ClassVar[str] = "session.started"
 
 
 @attrs.frozen(slots=True)
 class SessionEnded:
+    """The provider ended the session.  While active this ends it with reason
+    ``remote`` (D2); while starting, the start fails (D3)."""
+
     type: ClassVar[str] = "session.ended"
 
 
 @attrs.frozen(slots=True)
 class ConnectionLost:
+    """The link to the provider is gone.  ``cause`` is an opaque string passed
+    through (``socket-closed``, ``offline``, ...), ``error`` what broke it, if known.
+    While active this starts the reconnect (D6)."""
+
     type: ClassVar[str] = "connection.lost"
     cause: str
     error: BaseException | None = None
@@ -57,17 +67,23 @@ class ConnectionLost:
 
 @attrs.frozen(slots=True)
 class UserTranscript:
+    """The final transcript of the user's speech."""
+
     type: ClassVar[str] = "user.transcript"
     text: str
 
 
 @attrs.frozen(slots=True)
 class AssistantResponseStarted:
+    """The model started a response (the response becomes ``responding``, D7)."""
+
     type: ClassVar[str] = "assistant.response.started"
 
 
 @attrs.frozen(slots=True)
 class AssistantTextDelta:
+    """A piece of the response text (or of the transcript of the spoken answer)."""
+
     type: ClassVar[str] = "assistant.text.delta"
     text: str
 
@@ -94,11 +110,15 @@ class AssistantResponseCompleted:
 
 @attrs.frozen(slots=True)
 class AudioOutputStarted:
+    """The model's voice started (emitted as ``tts:audio:start``)."""
+
     type: ClassVar[str] = "audio.output.started"
 
 
 @attrs.frozen(slots=True)
 class AudioOutputEnded:
+    """The model's voice ended (emitted as ``tts:audio:end``)."""
+
     type: ClassVar[str] = "audio.output.ended"
 
 
@@ -153,12 +173,17 @@ class RateLimitsUpdated:
 
 @attrs.frozen(slots=True)
 class AudioLipsync:
+    """The loudness of the voice being played, 0..1 (``tts:lipsync:update``)."""
+
     type: ClassVar[str] = "audio.lipsync"
     rms: float
 
 
 @attrs.frozen(slots=True)
 class ToolCall:
+    """The model calls a tool.  ``call_id`` identifies the call; the manager validates
+    ``args``, runs the handler and sends exactly one result (D8)."""
+
     type: ClassVar[str] = "tool.call"
     name: str
     args: Mapping[str, Any]
@@ -167,6 +192,8 @@ class ToolCall:
 
 @attrs.frozen(slots=True)
 class ToolResult:
+    """A tool result the transport reports (emitted as ``realtime:tool:result``)."""
+
     type: ClassVar[str] = "tool.result"
     name: str
     output: Mapping[str, Any]
@@ -184,6 +211,9 @@ class StateUpdate:
 
 @attrs.frozen(slots=True)
 class ErrorEvent:
+    """An error reported by the transport or the provider (D11: it becomes
+    ``last_error`` and one ``realtime:error``; the connection value is kept)."""
+
     type: ClassVar[str] = "error"
     error: BaseException
 

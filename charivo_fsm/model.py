@@ -209,6 +209,9 @@ def _turn_detection(value: Any) -> Any:
 
 @attrs.frozen(slots=True)
 class CharacterVoice:
+    """How a character sounds: ``voice_id`` is the provider's voice name (``marin``,
+    ``alloy``, ...); ``rate``, ``pitch`` and ``volume`` are kept for frontends that use them."""
+
     voice_id: str | None = attrs.field(default=None, validator=_optional_type(str))
     rate: float | None = attrs.field(default=None, validator=_optional_type(int, float))
     pitch: float | None = attrs.field(default=None, validator=_optional_type(int, float))
@@ -217,6 +220,11 @@ class CharacterVoice:
 
 @attrs.frozen(slots=True)
 class Character:
+    """Who the model plays.  ``name``, ``description`` and ``personality`` make the
+    instructions when the config sets none, ``voice.voice_id`` the voice when the config
+    sets none (:func:`~charivo_fsm.build_realtime_session_config`); ``id`` becomes
+    ``state.session.character_id``."""
+
     id: str | None = attrs.field(default=None, validator=_optional_type(str))
     name: str | None = attrs.field(default=None, validator=_optional_type(str))
     description: str | None = attrs.field(default=None, validator=_optional_type(str))
@@ -288,6 +296,10 @@ class RealtimeSessionConfig:
 
 @attrs.frozen(slots=True)
 class SessionState:
+    """The session part of :class:`RealtimeState`: its ``status``, the ``config`` the
+    transport accepted last (``None`` until a start commits, and again once the
+    session ends) and the current character's id."""
+
     status: SessionStatus = SessionStatus.IDLE
     config: RealtimeSessionConfig | None = None
     character_id: str | None = None
@@ -295,6 +307,8 @@ class SessionState:
 
 @attrs.frozen(slots=True)
 class ResponseState:
+    """The assistant's current turn: its ``status`` and the text so far."""
+
     status: ResponseStatus = ResponseStatus.IDLE
     text: str = ""
 

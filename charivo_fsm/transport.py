@@ -24,23 +24,32 @@ class RealtimeTransport(Protocol):
     of the same event loop.
     """
 
-    async def connect(self, config: RealtimeSessionConfig) -> None: ...
+    async def connect(self, config: RealtimeSessionConfig) -> None:
+        """Open the link and start a provider session with ``config`` (the effective config)."""
 
-    async def update_session(self, config: RealtimeSessionConfig) -> None: ...
+    async def update_session(self, config: RealtimeSessionConfig) -> None:
+        """Apply ``config`` to the live session; return once the provider accepted it."""
 
-    async def recover(self, config: RealtimeSessionConfig) -> None: ...
+    async def recover(self, config: RealtimeSessionConfig) -> None:
+        """Re-establish a lost link with ``config`` (one reconnect attempt)."""
 
-    async def disconnect(self) -> None: ...
+    async def disconnect(self) -> None:
+        """Close the link (the manager calls it once per stop)."""
 
-    async def send_text(self, text: str) -> None: ...
+    async def send_text(self, text: str) -> None:
+        """Send a user text message and ask for a response."""
 
-    async def send_audio(self, audio: bytes) -> None: ...
+    async def send_audio(self, audio: bytes) -> None:
+        """Send a chunk of microphone audio in the session's input format."""
 
-    async def send_tool_result(self, call_id: str, output: Mapping[str, Any]) -> None: ...
+    async def send_tool_result(self, call_id: str, output: Mapping[str, Any]) -> None:
+        """Send the output of the tool call ``call_id`` to the provider."""
 
-    async def interrupt(self) -> None: ...
+    async def interrupt(self) -> None:
+        """Cancel the response in flight, if any."""
 
-    def on_event(self, callback: EventCallback) -> None: ...
+    def on_event(self, callback: EventCallback) -> None:
+        """Register the callback that receives every transport event (called once)."""
 
 
 @runtime_checkable
@@ -58,8 +67,11 @@ class VoiceTransport(RealtimeTransport, Protocol):
     barge-in), never past the audio it received for that item.
     """
 
-    async def commit_audio(self) -> None: ...
+    async def commit_audio(self) -> None:
+        """Commit the buffered input audio as a user turn and ask for a response."""
 
-    async def clear_audio(self) -> None: ...
+    async def clear_audio(self) -> None:
+        """Drop the input audio not yet committed."""
 
-    async def truncate_audio(self, item_id: str, audio_end_ms: int) -> None: ...
+    async def truncate_audio(self, item_id: str, audio_end_ms: int) -> None:
+        """Cut the assistant audio item ``item_id`` at ``audio_end_ms`` (what was heard)."""

@@ -60,14 +60,17 @@ class AudioFormat:
 
     @property
     def rate(self) -> int:
+        """Samples per second: 24,000 for PCM16, 8,000 for G.711."""
         return 24_000 if self.type == "audio/pcm" else 8_000
 
     @property
     def sample_width(self) -> int:
+        """Bytes per sample: 2 for PCM16, 1 for G.711."""
         return 2 if self.type == "audio/pcm" else 1
 
     @property
     def bytes_per_ms(self) -> int:
+        """Bytes of audio per millisecond."""
         return self.rate * self.sample_width // 1000
 
     def wire(self) -> dict[str, Any]:

@@ -423,36 +423,47 @@ class FakeTransport:
         self._call_waiters = pending
 
     async def connect(self, config: RealtimeSessionConfig) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("connect", (config,))
 
     async def update_session(self, config: RealtimeSessionConfig) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("update_session", (config,))
 
     async def recover(self, config: RealtimeSessionConfig) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("recover", (config,))
 
     async def disconnect(self) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("disconnect", ())
 
     async def send_text(self, text: str) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("send_text", (text,))
 
     async def send_audio(self, audio: bytes) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("send_audio", (audio,))
 
     async def send_tool_result(self, call_id: str, output: Mapping[str, Any]) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("send_tool_result", (call_id, output))
 
     async def interrupt(self) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("interrupt", ())
 
     async def commit_audio(self) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("commit_audio", ())
 
     async def clear_audio(self) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("clear_audio", ())
 
     async def truncate_audio(self, item_id: str, audio_end_ms: int) -> None:
+        """Record the call, then run its script (succeeds by default)."""
         await self._invoke("truncate_audio", (item_id, audio_end_ms))
 
     def __repr__(self) -> str:
@@ -476,6 +487,7 @@ class RecordingEmitter:
         self.events: list[tuple[str, Any]] = []
 
     def emit(self, name: str, payload: Any) -> None:
+        """Record ``(name, payload)`` in :attr:`events`."""
         self.events.append((name, payload))
 
     def payloads(self, name: str) -> list[Any]:

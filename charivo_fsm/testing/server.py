@@ -358,6 +358,7 @@ class LocalRealtimeServer:
 
     @property
     def tool_triggers(self) -> tuple[ToolTrigger, ...]:
+        """Which keywords in a user message make the server call which tool (settable)."""
         return self.script.tool_triggers
 
     @tool_triggers.setter
@@ -377,6 +378,7 @@ class LocalRealtimeServer:
 
     @property
     def port(self) -> int:
+        """The port the server listens on (``RuntimeError`` when it is not running)."""
         if self._port is None:
             raise RuntimeError("the server is not running (use `async with`)")
         return self._port
@@ -448,6 +450,7 @@ class LocalRealtimeServer:
 
     @property
     def active_connections(self) -> int:
+        """How many client connections are open now."""
         return len(self._conns)
 
     def _notify(self) -> None:
