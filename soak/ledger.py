@@ -10,6 +10,7 @@ import gc
 import logging
 import math
 import random
+import sys
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable
@@ -84,14 +85,20 @@ class RunStats:
             self._shared[name] = id(payload)
 
     def survivors(self) -> dict[str, tuple[int, int]]:
-        """Per kind: (first-half payloads still alive, sampled), shared constants aside."""
+        """Per kind: (first-half payloads still alive, sampled), shared constants aside
+        (a payload a module keeps as a constant, such as the zero lip-sync level)."""
         gc.collect()
+        module_dicts = {id(vars(module)) for module in list(sys.modules.values())}
         result: dict[str, tuple[int, int]] = {}
         for name, refs in self.sampled.items():
-            alive = [r() for r in refs]
-            alive_count = sum(
-                1 for obj in alive if obj is not None and id(obj) != self._shared.get(name)
-            )
+            alive_count = 0
+            for ref in refs:
+                obj = ref()
+                if obj is None or id(obj) == self._shared.get(name):
+                    continue
+                if any(id(holder) in module_dicts for holder in gc.get_referrers(obj)):
+                    continue  # a module-level constant, emitted again and again
+                alive_count += 1
             result[name] = (alive_count, len(refs))
         return result
 

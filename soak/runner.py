@@ -64,7 +64,7 @@ class SoakConfig:
     """Allowed RSS growth between the first and the last tenth (None: report only)."""
     blocks_limit: float | None = 0.05
     """Allowed growth of the live Python allocations (``sys.getallocatedblocks``)."""
-    survivor_limit: float = 0.02
+    survivor_limit: float = 0.005
     """The leak check, per emitted event kind: at most this share (and at most 3) of
     the payloads sampled in the first half of the run may still be alive at its end."""
 
