@@ -1,4 +1,4 @@
-"""The ``charivo-fsm`` command: ``demo``, ``diagrams``, ``check`` and ``web``.
+"""The ``charivo-fsm`` command: ``demo``, ``diagrams``, ``check``, ``web`` and ``serve``.
 
 Each subcommand lives in its own module; this file only parses arguments.
 """
@@ -80,6 +80,20 @@ def _web(args: argparse.Namespace) -> int:
     return run_web(host=args.host, port=args.port)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import run_serve
+
+    return run_serve(
+        host=args.host,
+        port=args.port,
+        api_key=None if args.any_key else args.api_key,
+        audio=not args.text,
+        audio_pace=args.audio_pace,
+        delta_delay=args.delta_delay,
+        drop_every=args.drop_every,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charivo-fsm",
@@ -124,6 +138,38 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     web.add_argument("--port", type=int, default=8765, help="default: 8765")
     web.set_defaults(run=_web)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the local realtime server (WebSocket + client-secret endpoint) as a process",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    serve.add_argument("--port", type=int, default=0, help="default: 0 (a free port, printed)")
+    serve.add_argument(
+        "--api-key", default="sk-local-test-key", help="the long-lived key clients must send"
+    )
+    serve.add_argument("--any-key", action="store_true", help="accept any key")
+    serve.add_argument(
+        "--text", action="store_true", help="sessions answer in text (default: audio)"
+    )
+    serve.add_argument(
+        "--audio-pace",
+        type=float,
+        default=None,
+        metavar="X",
+        help="stream audio at X times real time (default: as fast as possible)",
+    )
+    serve.add_argument(
+        "--delta-delay", type=float, default=0.0, metavar="S", help="seconds before each word"
+    )
+    serve.add_argument(
+        "--drop-every",
+        type=float,
+        default=None,
+        metavar="S",
+        help="drop every open connection each S seconds (to test reconnects)",
+    )
+    serve.set_defaults(run=_serve)
     return parser
 
 

@@ -270,3 +270,52 @@ async def test_a_refusing_endpoint_fails_the_start_clearly() -> None:
     async with transport, create_realtime_manager(transport) as manager:
         with pytest.raises(CharivoProviderError, match=r"refused \(HTTP 403\): sign in first"):
             await manager.start_session()
+
+
+# ----------------------------------------------------------------------------- the web app
+
+
+async def test_the_web_app_serves_the_bootstrap_for_a_remote_transport() -> None:
+    from charivo_fsm.testing import FakeTransport
+    from charivo_fsm.web import create_app
+    from charivo_fsm.web.app import Bootstrap
+
+    async with service(Clock()) as server:
+        app = create_app(
+            FakeTransport,
+            bootstrap=Bootstrap(
+                api_key=LONG_KEY, realtime_url=server.url, base_url=server.http_url
+            ),
+        )
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app.test"
+        )
+        async with client:
+            bad = await client.post("/api/realtime", json={"session": {"voicee": "x"}})
+            assert bad.status_code == 400 and "voicee" in bad.json()["error"]
+            garbage = await client.post("/api/realtime", content=b"{nope")
+            assert garbage.status_code == 400
+            assert LONG_KEY not in bad.text + garbage.text
+            transport = create_remote_transport(
+                "http://app.test/api/realtime", http_client=client, close_timeout=1.0
+            )
+            emitter = RecordingEmitter()
+            manager = create_realtime_manager(transport)
+            manager.set_event_emitter(emitter)
+            async with transport, manager:
+                await manager.start_session({"voice": "cedar"})
+                await manager.send_message("hello")
+                with anyio.fail_after(5):
+                    while not emitter.payloads("realtime:assistant:done"):
+                        await anyio.sleep(0.01)
+            assert "You said: hello" in emitter.last("realtime:assistant:done").text
+        assert server.client_secrets.minted[-1]["audio"]["output"]["voice"] == "cedar"
+        assert not await _served_without_bootstrap(create_app(FakeTransport))
+
+
+async def _served_without_bootstrap(app: Any) -> bool:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://app.test"
+    ) as client:
+        response = await client.post("/api/realtime", json={})
+        return response.status_code != 404

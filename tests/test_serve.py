@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +83,28 @@ async def test_serve_can_drop_connections_periodically() -> None:
                     await anyio.sleep(0.01)
             assert "dropping the open connections" in out.getvalue()
             group.cancel_scope.cancel()
+def test_the_serve_command_runs_on_a_fixed_port_and_stops_on_sigterm() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charivo_fsm", "serve", "--port", str(port), "--audio-pace", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(4)]
+        assert f"ws://127.0.0.1:{port}/v1/realtime" in "".join(lines)
+        text = anyio.run(answer, f"ws://127.0.0.1:{port}/v1/realtime", "sk-local-test-key", "hi")
+        assert "You said: hi" in text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    assert "stopping" in stdout

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
@@ -15,10 +17,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..model import Character, RealtimeSessionConfig, RealtimeToolRegistration
+from ..server import DEFAULT_API_BASE, bootstrap_answer
 from .protocol import DEFAULT_MAX_FRAME_BYTES
 from .session import PageGone, PageSettings, TransportFactory, serve_page
 
-__all__ = ["STATIC_DIR", "create_app"]
+__all__ = ["STATIC_DIR", "Bootstrap", "create_app"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 """The page's files (plain HTML, JavaScript and CSS, shipped in the package)."""
@@ -72,6 +75,24 @@ class _StarletteSocket:
             pass
 
 
+@attrs.frozen
+class Bootstrap:
+    """Where ``POST /api/realtime`` mints client secrets (the remote bootstrap).
+
+    :param api_key: the long-lived key (``None``: ``OPENAI_API_KEY``); it never
+        leaves the server.
+    :param realtime_url: the realtime WebSocket URL a client connects to with the
+        secret (answered as ``url``).
+    :param base_url: the API base of the client-secret endpoint.
+    :param expires_after: seconds a secret lives (10 to 7200).
+    """
+
+    api_key: str | None = attrs.field(default=None, repr=False)
+    realtime_url: str = "wss://api.openai.com/v1/realtime"
+    base_url: str = DEFAULT_API_BASE
+    expires_after: float = 60.0
+
+
 def _same_origin(origin: str, host: str | None) -> bool:
     parts = urlsplit(origin)
     return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host
@@ -89,6 +110,7 @@ def create_app(
     max_event_buffer: int = 4096,
     allowed_origins: Iterable[str] | None = None,
     info: Mapping[str, Any] | None = None,
+    bootstrap: Bootstrap | None = None,
 ) -> Starlette:
     """The browser voice app: ``GET /`` (the page), ``/static/*`` (its files) and
     ``WebSocket /session`` (the page protocol of ``docs/web.md``).
@@ -110,6 +132,11 @@ def create_app(
         non-browser client, is allowed).  ``["*"]`` allows any origin.
     :param info: shown to the page in its ``hello`` message (e.g. which model or
         server it talks to); must not hold secrets.
+    :param bootstrap: serve ``POST /api/realtime`` (the remote bootstrap of
+        :mod:`charivo_fsm.remote`): body ``{"session": <wire session config>}``,
+        answer ``{"clientSecret", "expiresAt", "model", "url"}``; a body that is
+        not a valid session config is refused with 400 and a message naming the
+        field; the long-lived key is never echoed.  ``None``: not served (404).
 
     ``app.state.page_sessions`` counts the connections being served.
     """
@@ -133,6 +160,24 @@ def create_app(
             headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-store"},
         )
 
+    async def remote_bootstrap(request: Request) -> JSONResponse:
+        assert bootstrap is not None
+        body = await request.body()
+        if len(body) > 1024 * 1024:
+            return JSONResponse({"error": "the body is too large"}, status_code=413)
+        try:
+            parsed = json.loads(body or b"{}")
+        except ValueError:
+            return JSONResponse({"error": "the body is not valid JSON"}, status_code=400)
+        status, answer = await bootstrap_answer(
+            parsed,
+            api_key=bootstrap.api_key,
+            realtime_url=bootstrap.realtime_url,
+            base_url=bootstrap.base_url,
+            expires_after=bootstrap.expires_after,
+        )
+        return JSONResponse(answer, status_code=status, headers={"Cache-Control": "no-store"})
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "pageSessions": request.app.state.page_sessions})
 
@@ -154,14 +199,15 @@ def create_app(
             state.page_sessions -= 1
             await socket.close(1000, "session over")
 
-    app = Starlette(
-        routes=[
-            Route("/", index),
-            Route("/healthz", health),
-            WebSocketRoute("/session", session),
-            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        ]
-    )
+    routes = [
+        Route("/", index),
+        Route("/healthz", health),
+        WebSocketRoute("/session", session),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    if bootstrap is not None:
+        routes.append(Route("/api/realtime", remote_bootstrap, methods=["POST"]))
+    app = Starlette(routes=routes)
     app.state.page_sessions = 0
     app.state.settings = settings
     return app

@@ -33,7 +33,7 @@ from starlette.applications import Starlette
 from ..model import RealtimeTool, RealtimeToolContext, RealtimeToolRegistration
 from ..testing.server import DEFAULT_TOOL_TRIGGERS, LocalRealtimeServer
 from ..transports.openai import OpenAIRealtimeTransport
-from .app import create_app
+from .app import Bootstrap, create_app
 from .protocol import DEFAULT_MAX_FRAME_BYTES
 from .session import TransportFactory
 
@@ -148,6 +148,12 @@ async def running_web(
             "tools": web_tools(),
             "session_config": {"input_transcription_model": TRANSCRIPTION_MODEL},
             "info": info,
+            # POST /api/realtime: client secrets for remote clients
+            "bootstrap": (
+                Bootstrap()
+                if local is None
+                else Bootstrap(api_key=token, realtime_url=local.url, base_url=local.http_url)
+            ),
         }
         settings.update(app_options or {})
         app = create_app(factory, **settings)
