@@ -24,7 +24,7 @@ from typing import Any
 
 from . import SoakConfig, format_report, run_openai, run_virtual
 
-VIRTUAL = SoakConfig(sessions=150, duration=80.0, warmup=10.0)
+VIRTUAL = SoakConfig(sessions=150, duration=80.0, warmup=20.0)
 """The full virtual-clock run (per backend); seconds are virtual.  It always covers
 its whole duration (no wall budget): sized to take about 15 s per backend on an
 idle 2-core machine and about a minute on a loaded one."""
