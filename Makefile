@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: test demo bench soak lint typecheck clean
+.PHONY: test demo docs bench soak lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ typecheck: $(STAMP)
 
 # -rs lists every skipped test with its reason (the browser test skips without
 # chromium, chromium-driver, espeak-ng or sox: .ci/run installs them).
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck docs
 	$(BIN)/pytest -rs
+
+# The documentation site (API reference from the docstrings, guides from docs/) into
+# site/; --strict turns every warning (a broken reference or link) into a failure.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 demo: $(DEMO_STAMP)
 	$(BIN)/charivo-fsm demo
@@ -41,4 +46,4 @@ soak: $(STAMP)
 	$(BIN)/python -m soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site

@@ -120,16 +120,16 @@ def build_realtime_session_config(
 ) -> RealtimeSessionConfig:
     """The effective session config for ``character`` on top of ``base_config`` (R84).
 
-    ========== ===========================================================
-    field      value
-    ========== ===========================================================
-    transport  ``base.transport``, else ``"webrtc"``
-    voice      ``base.voice``, else the character's ``voice.voice_id``
+    ============ =========================================================
+    field        value
+    ============ =========================================================
+    transport    ``base.transport``, else ``"webrtc"``
+    voice        ``base.voice``, else the character's ``voice.voice_id``
     instructions ``base.instructions``, else :func:`build_character_instructions`
-    tool_choice ``base.tool_choice``, else ``"auto"``
-    others     provider, model, temperature, max_tokens and tools are copied
-               from the base and never filled in
-    ========== ===========================================================
+    tool_choice  ``base.tool_choice``, else ``"auto"``
+    others       provider, model, temperature, max_tokens and tools are copied
+                 from the base and never filled in
+    ============ =========================================================
 
     "Else" applies only when the base value is ``None``; empty strings are kept.
     Called without arguments it gives transport ``webrtc``, tool choice ``auto``,

@@ -83,6 +83,7 @@ def dot(spec: MachineSpec) -> str:
 
 
 def render(spec: MachineSpec, fmt: str) -> str:
+    """The diagram of ``spec`` as text in ``fmt`` (``"mermaid"`` or ``"dot"``)."""
     if fmt == "mermaid":
         return mermaid(spec)
     if fmt == "dot":
@@ -126,6 +127,8 @@ def expected_files(formats: Iterable[str] = FORMATS) -> dict[str, str]:
 
 
 def write(directory: Path, formats: Iterable[str] = FORMATS) -> list[Path]:
+    """Write every machine's diagram in each format (and the README) into ``directory``;
+    return the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in expected_files(formats).items():

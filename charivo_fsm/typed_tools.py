@@ -709,8 +709,7 @@ def tool(
     ``tuple[T, ...]``                         ``array`` of ``T`` (a ``tuple``)
     ``dict[str, T]``, ``Mapping[str, T]``     ``object`` whose values are ``T``
     ``T | None``, ``Optional[T]``             ``T`` or ``null``
-    ``A | B`` (str, int, float, bool,         ``type: [..]`` or ``anyOf``
-    Literal, containers of those)
+    ``A | B`` of str, int, float, bool, ...   ``type: [..]`` or ``anyOf`` (as given)
     a ``TypedDict``                           ``object``: its keys, ``NotRequired``
                                               ones optional (a ``dict``)
     an attrs class                            ``object``: its ``__init__`` arguments,
