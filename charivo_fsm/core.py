@@ -292,6 +292,7 @@ class Core:
 
     __slots__ = (
         "_accepted_base",
+        "_applied",
         "_attempt",
         "_auto_refresh_tools",
         "_base",
@@ -356,9 +357,11 @@ class Core:
         random: Callable[[], float] = _no_randomness,
         clock: Callable[[], float],
         new_session_id: Callable[[], str],
+        applied: Callable[[RealtimeSessionConfig], RealtimeSessionConfig] | None = None,
     ) -> None:
         self.out: list[Effect] = []
         self._tool_error_detail = tool_error_detail
+        self._applied = applied
         self._jitter = reconnect_jitter
         self._random = random
         self.registry = registry
@@ -595,8 +598,26 @@ class Core:
         Only config operations (connect, patch, recover) call this; the base it was
         built from is remembered for :meth:`_accept_base` / :meth:`fail_patch`."""
         base = self._op_base = self._base_config()
-        config = build_realtime_session_config(self._character, base)
-        return with_tools(config, self.registry.definitions())
+        config = with_tools(
+            build_realtime_session_config(self._character, base), self.registry.definitions()
+        )
+        applied = self._applied
+        if applied is not None:
+            # The transport says what it applies (its kind, the model it uses), so
+            # the state shows the truth (a transport without the hook: as built).
+            try:
+                described = applied(config)
+            except Exception as error:
+                self._log(
+                    logging.WARNING,
+                    "transport.error",
+                    "Realtime transport applied_config failed",
+                    error=repr(error),
+                )
+            else:
+                if isinstance(described, RealtimeSessionConfig):
+                    config = described
+        return config
 
     def _accept_base(self) -> None:
         self._accepted_base = self._op_base

@@ -291,6 +291,15 @@ def _op_name(fn: Callable[..., Any]) -> str:
     return f"transport {name}" if hasattr(fn, "__self__") else f"tool handler {name}"
 
 
+def _applied_hook(
+    transport: Any,
+) -> Callable[[RealtimeSessionConfig], RealtimeSessionConfig] | None:
+    """A transport's optional ``applied_config(config)``: the config as the transport
+    applies it (its kind, the model it uses), which the state then shows."""
+    hook = getattr(transport, "applied_config", None)
+    return hook if callable(hook) else None
+
+
 def _new_session_id() -> str:
     return str(uuid.uuid4())
 
@@ -374,6 +383,7 @@ class RealtimeManager:
             random=_random.random,
             clock=_now,
             new_session_id=_new_session_id,
+            applied=_applied_hook(transport),
         )
         for registration in tools:
             self._core.registry.register(registration)

@@ -17,6 +17,11 @@ EventCallback = Callable[[TransportEvent], None]
 class RealtimeTransport(Protocol):
     """A link to a realtime provider.
 
+    Optional: ``applied_config(config) -> RealtimeSessionConfig``, the config as
+    the transport applies it (its kind in ``transport``, the ``model`` it uses);
+    the manager then sends and shows that config (``state.session.config``), so
+    the state tells what is actually in use.
+
     The manager never overlaps the lifecycle calls (``connect``,
     ``update_session``, ``recover``, ``disconnect``) and bounds each of them by
     its ``transport_timeout``.  ``on_event`` is called once, by the manager's

@@ -463,6 +463,25 @@ class OpenAIRealtimeTransport:
             except Exception:
                 logger.exception("an on_event callback raised for %s", event.type)
 
+    def applied_config(self, config: RealtimeSessionConfig) -> RealtimeSessionConfig:
+        """``config`` as this transport applies it: ``transport="websocket"``, the
+        model in use and provider ``"openai"`` unless set.  The model is the live
+        connection's while one is up (the GA interface cannot change it by
+        ``session.update``: a new model takes effect at the next connect or
+        recover), else the one the next connection will use (the config's, else
+        the constructor's).  The manager shows this in ``state.session.config``."""
+        conn = self._conn
+        if conn is not None and conn.established and not conn.finished.is_set():
+            model = conn.protocol.model
+        else:
+            model = config.model or self._model
+        return attrs.evolve(
+            config,
+            transport="websocket",
+            model=model,
+            provider=config.provider or "openai",
+        )
+
     # ------------------------------------------------------------ lifecycle
 
     async def connect(self, config: RealtimeSessionConfig) -> None:
