@@ -182,3 +182,12 @@ def test_user_code_narrows_events_without_casts_under_mypy_strict(tmp_path: Path
     broken = _mypy(BROKEN_CODE, tmp_path)
     assert broken.returncode == 1
     assert '"TextPayload" has no attribute "audio"' in broken.stdout
+
+
+def test_the_embedding_guide_example_type_checks(tmp_path: Path) -> None:
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "embedding.md").read_text()
+    blocks = [part.split("```", 1)[0] for part in guide.split("```python\n")[1:]]
+    assert blocks, "docs/embedding.md has no Python example"
+    for block in blocks:
+        result = _mypy(block, tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
