@@ -98,7 +98,8 @@ def run_check(examples: int, seed: int | None, transport: str | None) -> int:
     print(
         f"programs of up to {config.max_steps} steps; transport_timeout "
         f"{config.transport_timeout:g}s, reconnect_delays "
-        f"{', '.join(f'{d:g}' for d in config.reconnect_delays)}s (virtual time)"
+        f"{', '.join(f'{d:g}' for d in config.reconnect_delays)}s with jitter "
+        f"±{config.reconnect_jitter:g} (virtual time)"
     )
     print("invariants checked after every step and after leaving `async with`:")
     for line in describe_invariants():

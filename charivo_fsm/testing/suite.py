@@ -173,6 +173,7 @@ __all__ = [
     "describe_invariants",
     "fake_transport_factory",
     "format_steps",
+    "jitter_strategy",
     "latency_strategy",
     "run_program",
     "run_steps",
@@ -206,6 +207,18 @@ def latency_strategy() -> SearchStrategy[Latency]:
         Latency,
         st.tuples(*(st.tuples(st.just(method), delay) for method in _LIFECYCLE_ORDER)),
     )
+
+
+def jitter_strategy() -> SearchStrategy[tuple[float, ...]]:
+    """The values the reconnect jitter's random source returns in turn.
+
+    0.5 leaves a delay as configured (what shrinking goes to); 0 and 0.999 are
+    the two ends of the jitter's range.
+    """
+    from hypothesis import strategies as st
+
+    value = st.sampled_from((0.5, 0.0, 0.999, 0.25, 0.75))
+    return st.lists(value, min_size=1, max_size=4).map(tuple)
 
 
 _LIFECYCLE_ORDER: tuple[MethodName, ...] = ("connect", "update_session", "recover", "disconnect")
@@ -386,6 +399,7 @@ def run_program(
     from hypothesis import strategies as st
 
     length = data.draw(st.integers(1, config.max_steps), label="steps")
+    jitter = data.draw(jitter_strategy(), label="jitter")
     problem: list[BaseException] = []
 
     def draw(index: int) -> Step | None:
@@ -409,6 +423,7 @@ def run_program(
         factory or fake_transport_factory,
         config,
         INVARIANTS if invariants is None else invariants,
+        jitter,
     )
     if stats is not None:
         stats.examples += 1
@@ -436,10 +451,13 @@ def run_steps(
     factory: TransportFactory | None = None,
     config: SuiteConfig | None = None,
     invariants: Sequence[Invariant] | None = None,
+    jitter: Sequence[float] = (0.5,),
 ) -> ProgramResult:
     """Run one fixed program (a regression test, a counterexample replayed).
 
-    Raises :class:`InvariantViolation` like :func:`run_program`.
+    ``jitter`` are the values the reconnect jitter's random source returns in
+    turn (0.5: each delay as configured; 0 and 1: the bounds).  Raises
+    :class:`InvariantViolation` like :func:`run_program`.
     """
     config = config or SuiteConfig()
     queue = list(steps)
@@ -452,6 +470,7 @@ def run_steps(
         factory or fake_transport_factory,
         attrs.evolve(config, max_steps=max(len(queue), 1)),
         INVARIANTS if invariants is None else invariants,
+        jitter,
     )
     with _tapped_module_logger(driver.ctx):
         _run_backend(backend, driver.main)

@@ -40,6 +40,9 @@ class SuiteConfig:
 
     transport_timeout: float = 5.0
     reconnect_delays: tuple[float, ...] = (0.5, 1.0)
+    # The manager's reconnect jitter (a fraction of each delay, D6).  The programs
+    # draw the random values themselves (see ``Driver``), so they replay exactly.
+    reconnect_jitter: float = 0.1
     default_tool_timeout: float = 3.0
     slow_tool_timeout: float = 1.0
     lagging_tool_seconds: float = 2.0
@@ -85,6 +88,7 @@ class TransportCall:
     state: RealtimeState  # manager.state when the call was entered
     outcome: Literal["ok", "error", "cancelled"] | None = None
     error: BaseException | None = None
+    exited_at: float | None = None
 
     def __repr__(self) -> str:
         return f"<{self.method} #{self.seq} {self.outcome or 'in flight'}>"
@@ -99,6 +103,8 @@ class Command:
     step: int
     issued_at: float
     before: RealtimeState  # manager.state just before the method was called
+    voice: str | None = None  # the voice a start or update asks for
+    args: tuple[Any, ...] = ()  # mark_played: (item_id, played_ms)
     task_id: int | None = None
     done: bool = False
     error: BaseException | None = None
@@ -109,6 +115,7 @@ class Command:
 class Emitted:
     name: str
     payload: Any
+    at: float = 0.0  # anyio time of the emit
 
 
 @attrs.frozen(slots=True)
@@ -130,6 +137,7 @@ class CallExited:
 class Delivering:
     event: Any
     state: RealtimeState
+    at: float = 0.0
 
 
 @attrs.frozen(slots=True)
@@ -140,8 +148,22 @@ class Delivered:
 
 @attrs.frozen(slots=True)
 class ToolRan:
+    """A handler of the suite's tools started for ``call_id``."""
+
     call_id: str
     state: RealtimeState
+    name: str = ""
+    at: float = 0.0
+
+
+@attrs.frozen(slots=True)
+class ToolStopped:
+    """A handler of the suite's tools ended: ``returned``, ``raised`` or ``cancelled``."""
+
+    call_id: str
+    name: str
+    how: Literal["returned", "raised", "cancelled"]
+    at: float
 
 
 @attrs.frozen(slots=True)
@@ -190,6 +212,7 @@ Observation = (
     | Delivering
     | Delivered
     | ToolRan
+    | ToolStopped
     | CommandIssued
     | CommandReturned
     | Checkpoint

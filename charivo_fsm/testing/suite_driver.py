@@ -23,10 +23,10 @@ import anyio.lowlevel
 import attrs
 
 from ..errors import CharivoError
-from ..events import ConnectionLost, ErrorEvent, TransportEvent
+from ..events import AudioOutputDelta, ConnectionLost, ErrorEvent, TransportEvent
 from ..manager import create_realtime_manager
 from ..model import RealtimeTool, RealtimeToolContext, RealtimeToolRegistration
-from ..transport import EventCallback, RealtimeTransport
+from ..transport import EventCallback, RealtimeTransport, VoiceTransport
 from .fake import MethodName, settle
 from .suite_base import (
     _OVER,
@@ -50,6 +50,7 @@ from .suite_base import (
     Logged,
     SuiteConfig,
     ToolRan,
+    ToolStopped,
     TransportCall,
 )
 from .suite_faults import TransportFactory, TransportFaults
@@ -69,7 +70,7 @@ class _Emitter:
         self.failing = False
 
     def emit(self, name: str, payload: Any) -> None:
-        self.ctx.observe(Emitted(name, payload))
+        self.ctx.observe(Emitted(name, payload, anyio.current_time()))
         if self.failing:
             raise ListenerFailure(f"listener failed on {name}")
 
@@ -118,11 +119,17 @@ def _tapped_module_logger(ctx: Context) -> Iterator[None]:
 
 
 class RecordingTransport:
-    """Wraps a transport: reports every call and every delivered event."""
+    """Wraps a transport: reports every call and every delivered event.
+
+    ``on_enter(method)``, when set, runs right after a call was entered and
+    before the transport is called (the driver delivers the events a program
+    scheduled "while the next <method> is in flight" there).
+    """
 
     def __init__(self, inner: RealtimeTransport, ctx: Context) -> None:
         self.inner = inner
         self.ctx = ctx
+        self.on_enter: Callable[[str], None] | None = None
 
     def on_event(self, callback: EventCallback) -> None:
         ctx = self.ctx
@@ -130,7 +137,7 @@ class RecordingTransport:
         def deliver(event: TransportEvent) -> None:
             before = ctx.manager.state
             previous, ctx.delivery_state = ctx.delivery_state, before
-            ctx.observe(Delivering(event, before))
+            ctx.observe(Delivering(event, before, anyio.current_time()))
             try:
                 callback(event)
             except Exception as error:
@@ -154,6 +161,8 @@ class RecordingTransport:
         )
         ctx.in_flight.append(record)
         ctx.observe(CallEntered(record))
+        if self.on_enter is not None:
+            self.on_enter(method)
         try:
             await call()
         except anyio.get_cancelled_exc_class():
@@ -165,6 +174,7 @@ class RecordingTransport:
         else:
             record.outcome = "ok"
         finally:
+            record.exited_at = anyio.current_time()
             ctx.in_flight.remove(record)
             ctx.observe(CallExited(record))
 
@@ -198,6 +208,34 @@ class RecordingTransport:
         await self._call("interrupt", self.inner.interrupt)
 
 
+class RecordingVoiceTransport(RecordingTransport):
+    """:class:`RecordingTransport` for a :class:`~charivo_fsm.VoiceTransport`
+    (the proxy is a voice transport exactly when the transport is one)."""
+
+    inner: VoiceTransport
+
+    async def commit_audio(self) -> None:
+        await self._call("commit_audio", self.inner.commit_audio)
+
+    async def clear_audio(self) -> None:
+        await self._call("clear_audio", self.inner.clear_audio)
+
+    async def truncate_audio(self, item_id: str, audio_end_ms: int) -> None:
+        await self._call(
+            "truncate_audio",
+            lambda: self.inner.truncate_audio(item_id, audio_end_ms),
+            item_id,
+            audio_end_ms,
+        )
+
+
+def recording(inner: RealtimeTransport, ctx: Context) -> RecordingTransport:
+    """The recording proxy for ``inner`` (a voice proxy for a voice transport)."""
+    if isinstance(inner, VoiceTransport):
+        return RecordingVoiceTransport(inner, ctx)
+    return RecordingTransport(inner, ctx)
+
+
 # ===========================================================================
 # Steps
 # ===========================================================================
@@ -207,7 +245,10 @@ _TOOL_SCHEMA: Mapping[str, Any] = {
     "properties": {"n": {"type": "integer"}},
     "required": ["n"],
 }
-TOOL_NAMES = ("quick", "lagging", "failing", "slow", "nonjson")
+TOOL_NAMES = ("quick", "lagging", "failing", "slow", "overtime", "nonjson")
+# The tools registered with a timeout of their own (``SuiteConfig.slow_tool_timeout``);
+# the others use the manager's ``default_tool_timeout``.
+TIMED_TOOLS = frozenset({"slow", "overtime"})
 
 
 class Step:
@@ -261,13 +302,16 @@ class StopSession(Step):
         await driver.run_command("stop_session")
 
 
+SendKind = Literal["send_message", "send_audio_chunk", "interrupt", "commit_audio", "clear_audio"]
+_SEND_ARGS = {"send_message": "'hello'", "send_audio_chunk": "b'\\x00\\x01'"}
+
+
 @attrs.frozen(slots=True, repr=False)
 class Send(Step):
-    what: Literal["send_message", "send_audio_chunk", "interrupt"]
+    what: SendKind
 
     def __repr__(self) -> str:
-        args = {"send_message": "'hello'", "send_audio_chunk": "b'\\x00\\x01'", "interrupt": ""}
-        return f"{self.what}({args[self.what]})"
+        return f"{self.what}({_SEND_ARGS.get(self.what, '')})"
 
     async def run(self, driver: Driver) -> None:
         driver.command(self.what)
@@ -409,11 +453,58 @@ class Advance(Step):
         await anyio.sleep(self.seconds)
 
 
+@attrs.frozen(slots=True, repr=False)
+class MarkPlayed(Step):
+    """The app reports how far it has played an assistant audio item (voice)."""
+
+    item_id: str
+    played_ms: int
+
+    def __repr__(self) -> str:
+        return f"mark_played({self.item_id!r}, {self.played_ms})"
+
+    async def run(self, driver: Driver) -> None:
+        driver.mark_played(self.item_id, self.played_ms)
+
+
+@attrs.frozen(slots=True, repr=False)
+class DuringNext(Step):
+    """Deliver ``event`` while the next call of ``method`` is in flight: right after
+    the manager entered it, before the transport answers (a recover in flight when
+    ``session.started`` arrives, a loss during a patch, ...)."""
+
+    method: MethodName
+    event: Any
+
+    def __repr__(self) -> str:
+        return f"transport emits {_event_repr(self.event)} during the next {self.method}"
+
+    async def run(self, driver: Driver) -> None:
+        driver.armed.setdefault(self.method, []).append(self.event)
+
+
+@attrs.frozen(slots=True, repr=False)
+class Chain(Step):
+    """A short story told as one step: each part runs and the manager settles."""
+
+    steps: tuple[Step, ...]
+
+    def __repr__(self) -> str:
+        return " -> ".join(repr(step) for step in self.steps)
+
+    async def run(self, driver: Driver) -> None:
+        for step in self.steps:
+            await step.run(driver)
+            await driver._settle()
+
+
 def _event_repr(event: Any) -> str:
     if isinstance(event, ErrorEvent):
         return f"ErrorEvent({type(event.error).__name__}({str(event.error)!r}))"
     if isinstance(event, ConnectionLost) and event.error is not None:
         return f"ConnectionLost(cause={event.cause!r}, error={type(event.error).__name__})"
+    if isinstance(event, AudioOutputDelta):
+        return f"AudioOutputDelta({len(event.audio)} bytes, item_id={event.item_id!r})"
     return repr(event)
 
 
@@ -438,6 +529,7 @@ class Driver:
         factory: TransportFactory,
         config: SuiteConfig,
         invariants: Sequence[Invariant],
+        jitter: Sequence[float] = (0.5,),
     ) -> None:
         self.draw = draw
         self.config = config
@@ -455,8 +547,13 @@ class Driver:
         self.steps: list[str] = []
         self.step_no = 0
         self.registrations = self._tools()
+        self.jitter = tuple(jitter)
+        proxy = recording(transport, self.ctx)
+        proxy.on_enter = self._entered
+        # Events to deliver while the next call of a method is in flight (DuringNext).
+        self.armed: dict[str, list[Any]] = {}
         self.manager = create_realtime_manager(
-            RecordingTransport(transport, self.ctx),
+            proxy,
             default_session_config={"provider": "suite", "voice": VOICES[0]},
             tools=[self.registrations[name] for name in TOOL_NAMES],
             default_tool_timeout=config.default_tool_timeout,
@@ -464,10 +561,11 @@ class Driver:
             reconnect_delays=config.reconnect_delays,
             transport_timeout=config.transport_timeout,
             auto_refresh_tools=True,
-            # Programs must replay exactly (Hypothesis shrinks and re-runs them): the
-            # delays are the configured ones, without the default random jitter.
-            reconnect_jitter=0.0,
+            reconnect_jitter=config.reconnect_jitter,
         )
+        # Programs must replay exactly (Hypothesis shrinks and re-runs them), so the
+        # jitter's random values are the program's own: drawn with it, used in turn.
+        _use_random_source(self.manager, _cycle(jitter))
         self.manager.set_event_emitter(self.emitter)
         self.ctx.manager = self.manager
         self._callers: anyio.abc.TaskGroup | None = None
@@ -478,28 +576,25 @@ class Driver:
     def _tools(self) -> dict[str, RealtimeToolRegistration]:
         ctx, config = self.ctx, self.config
 
-        def ran(context: RealtimeToolContext) -> None:
-            ctx.observe(ToolRan(context.call_id, ctx.manager.state))
-
-        async def quick(args: dict[str, Any], context: RealtimeToolContext) -> Any:
-            ran(context)
+        async def quick(args: dict[str, Any]) -> Any:
             return {"success": True, "n": args["n"]}
 
-        async def lagging(args: dict[str, Any], context: RealtimeToolContext) -> Any:
-            ran(context)
-            await anyio.sleep(config.lagging_tool_seconds)
+        async def lagging(args: dict[str, Any]) -> Any:
+            await anyio.sleep(config.lagging_tool_seconds)  # within its timeout
             return {"success": True, "n": args["n"]}
 
-        async def failing(args: dict[str, Any], context: RealtimeToolContext) -> Any:
-            ran(context)
+        async def failing(args: dict[str, Any]) -> Any:
             raise RuntimeError("the tool failed")
 
-        async def slow(args: dict[str, Any], context: RealtimeToolContext) -> Any:
-            ran(context)
-            await anyio.sleep_forever()
+        async def slow(args: dict[str, Any]) -> Any:
+            await anyio.sleep_forever()  # past its timeout, whatever it is
 
-        async def nonjson(args: dict[str, Any], context: RealtimeToolContext) -> Any:
-            ran(context)
+        async def overtime(args: dict[str, Any]) -> Any:
+            # Would return half its timeout too late: the result must not count (D8).
+            await anyio.sleep(config.slow_tool_timeout * 1.5)
+            return {"success": True, "n": args["n"]}
+
+        async def nonjson(args: dict[str, Any]) -> Any:
             return {"success": True, "value": {1, 2}}
 
         handlers = {
@@ -507,18 +602,64 @@ class Driver:
             "lagging": lagging,
             "failing": failing,
             "slow": slow,
+            "overtime": overtime,
             "nonjson": nonjson,
         }
+
+        def observed(name: str, body: Callable[[dict[str, Any]], Awaitable[Any]]) -> Any:
+            async def handler(args: dict[str, Any], context: RealtimeToolContext) -> Any:
+                call_id = context.call_id
+                ctx.observe(ToolRan(call_id, ctx.manager.state, name, anyio.current_time()))
+                how: Literal["returned", "raised", "cancelled"] = "raised"
+                try:
+                    result = await body(args)
+                    how = "returned"
+                    return result
+                except anyio.get_cancelled_exc_class():
+                    how = "cancelled"
+                    raise
+                finally:
+                    ctx.observe(ToolStopped(call_id, name, how, anyio.current_time()))
+
+            return handler
+
         return {
             name: RealtimeToolRegistration(
                 definition=RealtimeTool(name=name, description=name, parameters=_TOOL_SCHEMA),
-                handler=handler,
-                timeout=config.slow_tool_timeout if name == "slow" else None,
+                handler=observed(name, body),
+                timeout=config.slow_tool_timeout if name in TIMED_TOOLS else None,
             )
-            for name, handler in handlers.items()
+            for name, body in handlers.items()
         }
 
     # --------------------------------------------------------------- commands
+
+    def _entered(self, method: str) -> None:
+        events = self.armed.pop(method, None)
+        for event in events or ():
+            with contextlib.suppress(Exception):  # the proxy reports a crash
+                self.faults.emit(event)
+
+    def mark_played(self, item_id: str, played_ms: int) -> None:
+        """``manager.mark_played``, observed as a command (it returns at once)."""
+        ctx = self.ctx
+        now = anyio.current_time()
+        command = Command(
+            ctx.next_seq(),
+            "mark_played",
+            self.step_no,
+            now,
+            self.manager.state,
+            args=(item_id, played_ms),
+        )
+        ctx.commands.append(command)
+        ctx.observe(CommandIssued(command))
+        try:
+            self.manager.mark_played(item_id, played_ms)
+        except Exception as error:
+            command.error = error
+        command.done, command.returned_at = True, now
+        ctx.observe(CommandReturned(command))
 
     def spawn(self, fn: Callable[[Driver], Awaitable[None]]) -> None:
         """Run ``fn(driver)`` in a task of the program (its callers' task group)."""
@@ -538,7 +679,9 @@ class Driver:
         """Call a manager method in the current task and observe its outcome."""
         ctx, manager = self.ctx, self.manager
         before = manager.state
-        command = Command(ctx.next_seq(), kind, self.step_no, anyio.current_time(), before)
+        command = Command(
+            ctx.next_seq(), kind, self.step_no, anyio.current_time(), before, voice=voice
+        )
         command.task_id = anyio.get_current_task().id
         self._caller_tasks.add(command.task_id)
         ctx.commands.append(command)
@@ -556,6 +699,10 @@ class Driver:
             call = lambda: manager.send_message("hello")  # noqa: E731
         elif kind == "send_audio_chunk":
             call = lambda: manager.send_audio_chunk(b"\x00\x01")  # noqa: E731
+        elif kind == "commit_audio":
+            call = manager.commit_audio
+        elif kind == "clear_audio":
+            call = manager.clear_audio
         else:
             call = manager.interrupt
         ctx.observe(CommandIssued(command))
@@ -599,6 +746,9 @@ class Driver:
     async def _program(self) -> None:
         ctx = self.ctx
         baseline = {task.id for task in anyio.get_running_tasks()}
+        if any(value != 0.5 for value in self.jitter):
+            draws = ", ".join(f"{value:g}" for value in self.jitter)
+            self.steps.append(f"[t=0] reconnect jitter: random() returns {draws} in turn")
         async with self.manager:
             for index in range(1, self.config.max_steps + 1):
                 step = self.draw(index)
@@ -632,6 +782,31 @@ class Driver:
                 tuple(ctx.waiting()),
             )
         )
+
+
+def _cycle(values: Sequence[float]) -> Callable[[], float]:
+    """A random source that returns ``values`` in turn, over and over."""
+    items = tuple(values) or (0.5,)
+    position = [0]
+
+    def source() -> float:
+        value = items[position[0] % len(items)]
+        position[0] += 1
+        return value
+
+    return source
+
+
+def _use_random_source(manager: Any, source: Callable[[], float]) -> None:
+    """Give the manager's reconnect jitter (D6) the program's random values.
+
+    This is the suite's one private hook into the engine: the manager's core
+    draws the jitter from ``_random`` (``random.random`` by default).
+    """
+    core = getattr(manager, "_core", None)
+    if core is None or not hasattr(core, "_random"):
+        raise TypeError("the manager has no jitter random source to replace (core._random)")
+    core._random = source
 
 
 def _unwrap(error: BaseException) -> BaseException:

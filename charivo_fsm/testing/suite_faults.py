@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 
-
 @runtime_checkable
 class TransportFaults(Protocol):
     """How the suite scripts a transport: the provider's side of the link.

@@ -348,27 +348,34 @@ def one_lifecycle_call_at_a_time(ctx: Context) -> Generator[None, Observation, N
     "an update_session that returns on a live session while it is still "
     "the latest request has its config committed; once quiescent (active, connected, "
     "no lifecycle call in flight) no update_session caller is waiting and the committed "
-    "config is the latest requested one, unless the last config-carrying call failed",
+    "config is the latest requested one, unless the last config-carrying call failed; "
+    "a refused patch puts the requests it carried back to the config last accepted",
 )
 def latest_config_wins(ctx: Context) -> Generator[None, Observation, None]:
     last_failed = False
-    voices: dict[int, str | None] = {}
+    wanted: str | None = ctx.requested_voice  # the base config's voice, as requested
+    wanted_at = 0  # the seq of the request that set it
+    accepted: str | None = wanted  # the voice of the config last committed
+    carried_upto = 0  # the request the patch in flight carries (its wanted_at)
     while True:
         seen = yield
         kind = type(seen)
         if kind is CommandIssued:
             assert isinstance(seen, CommandIssued)
-            if seen.command.kind == "update_session":
-                voices[seen.command.seq] = ctx.requested_voice
+            command = seen.command
+            if command.kind == "update_session" or (
+                command.kind == "start_session" and command.before.session.status in _OVER
+            ):
+                wanted, wanted_at = command.voice, command.seq
         elif kind is CommandReturned:
             assert isinstance(seen, CommandReturned)
             command = seen.command
             if command.kind != "update_session" or command.error is not None:
                 continue
-            voice = voices.pop(command.seq)
+            voice = command.voice
             state = ctx.manager.state
             if (
-                voice == ctx.requested_voice
+                command.seq == wanted_at
                 and state.session.status == _ACTIVE
                 and state.connection == _CONNECTED
                 and state.session.config is not None
@@ -378,10 +385,26 @@ def latest_config_wins(ctx: Context) -> Generator[None, Observation, None]:
                     f"update_session(voice={voice!r}) returned on a live session whose "
                     f"committed voice is {state.session.config.voice!r}"
                 )
+        elif kind is Emitted:
+            assert isinstance(seen, Emitted)
+            if seen.name == "realtime:state":
+                config = seen.payload.state.session.config
+                if config is not None:
+                    accepted = config.voice
+        elif kind is Logged:
+            assert isinstance(seen, Logged)
+            event = seen.context.get("event")
+            if event == "patch.started":
+                carried_upto = wanted_at
+            elif event == "patch.failed" and wanted_at == carried_upto:
+                # A refused patch: its values are not requested any more.  (A request
+                # made after the patch started would have stayed pending on top.)
+                wanted = accepted
         elif kind is CallExited:
             assert isinstance(seen, CallExited)
-            if seen.call.method in CONFIG_CALLS:
-                last_failed = seen.call.outcome != "ok"
+            call = seen.call
+            if call.method in CONFIG_CALLS:
+                last_failed = call.outcome != "ok"
         elif kind is Checkpoint:
             assert isinstance(seen, Checkpoint)
             state = seen.state
@@ -400,10 +423,9 @@ def latest_config_wins(ctx: Context) -> Generator[None, Observation, None]:
             config = state.session.config
             if config is None:
                 raise Broken("an active, connected session has no config")
-            if not last_failed and config.voice != ctx.requested_voice:
+            if not last_failed and config.voice != wanted:
                 raise Broken(
-                    f"committed voice {config.voice!r} but the latest request was "
-                    f"{ctx.requested_voice!r}"
+                    f"committed voice {config.voice!r} but the latest request was {wanted!r}"
                 )
 
 
