@@ -17,6 +17,6 @@ g. floors measured in the same runs: bare ``emit`` calls for a, bare anyio tasks
    for b and d.
 
 Every figure is the median of 5 runs after a warm-up (min-max spread).  The table
-is printed, written to ``benchmarks/results.json`` and into the README's
-Performance section.  Timing lives here only, never in the unit tests.
+is printed, written to ``benchmarks/results.json`` and into the table of
+``docs/performance.md``.  Timing lives here only, never in the unit tests.
 """

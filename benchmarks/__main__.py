@@ -3,7 +3,7 @@
 Options: ``--runs N`` (measured runs per workload, default 5), ``--only a,b,...``,
 ``--quick`` (a tenth of every size, 2 s of real time for f, 2 runs; writes nothing),
 ``--no-write`` (print only), ``--readme-from-json`` (measure nothing: redraw the
-README's table from ``benchmarks/results.json``).
+table of docs/performance.md from ``benchmarks/results.json``).
 """
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--readme-from-json",
         action="store_true",
-        help="measure nothing: rewrite the README's table from benchmarks/results.json",
+        help="measure nothing: rewrite docs/performance.md's table from benchmarks/results.json",
     )
     args = parser.parse_args(argv)
     if args.readme_from_json:
@@ -382,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         + "\n",
         encoding="utf-8",
     )
-    update_readme(ROOT / "README.md", readme_block(rows, info))
-    print(f"wrote {RESULTS.relative_to(ROOT)} and the README's Performance section")
+    update_readme(ROOT / "docs" / "performance.md", readme_block(rows, info))
+    print(f"wrote {RESULTS.relative_to(ROOT)} and the table of docs/performance.md")
     if failed:
         print("targets not met: " + ", ".join(f"{r.key} ({r.workload})" for r in failed))
     return 0
@@ -401,7 +401,7 @@ def _readme_from_json() -> int:
         row.floor_values = list(saved.get("floor_runs") or [])
         row.ratios = list(saved.get("ratio_runs") or [])
         rows.append(row)
-    update_readme(ROOT / "README.md", readme_block(rows, data["machine"]))
+    update_readme(ROOT / "docs" / "performance.md", readme_block(rows, data["machine"]))
     print(text_table(rows))
     return 0
 

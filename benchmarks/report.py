@@ -161,8 +161,9 @@ DEFAULT_SECTION = """## Performance
 
 
 def update_readme(path: Path, block: str) -> None:
-    """Replace the generated block of the README's Performance section (appending the
-    section at the end of the README when it is missing); nothing else is touched."""
+    """Replace the generated block of the page's Performance table (docs/performance.md;
+    appending the section at the end of the page when it is missing); nothing else is
+    touched."""
     text = path.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), flags=re.DOTALL)
     if pattern.search(text):

@@ -1,4 +1,4 @@
-"""Every rule of SEMANTICS.md that the port must test has a test, and the README says where.
+"""Every rule of SEMANTICS.md that the port must test has a test, and docs/testing.md says where.
 
 A test covers a rule when its name (``test_d8_...``, ``test_t21_...``, ``test_v1_...``)
 or its docstring names the rule (``D8``, ``T21``, ``V1``).
@@ -39,12 +39,12 @@ def test_every_rule_has_a_test() -> None:
     assert missing == []
 
 
-def test_readme_maps_every_rule_to_its_test_files() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_testing_guide_maps_every_rule_to_its_test_files() -> None:
+    guide = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
     found = covering_tests()
     for rule in RULES:
-        row = re.search(rf"^\| {rule} \| (.*) \|$", readme, flags=re.MULTILINE)
-        assert row, f"README lacks a row for {rule}"
+        row = re.search(rf"^\| {rule} \| (.*) \|$", guide, flags=re.MULTILINE)
+        assert row, f"docs/testing.md lacks a row for {rule}"
         listed = set(re.findall(r"`tests/(test_\w+\.py)`", row.group(1)))
         assert listed, rule
         assert listed <= found[rule], (rule, listed - found[rule])
