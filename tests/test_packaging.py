@@ -127,6 +127,13 @@ def test_wheel_and_sdist_carry_the_metadata_and_files(dist: Path) -> None:
     assert "Typing :: Typed" in classifiers
     assert "Programming Language :: Python :: 3.11" in classifiers
     assert metadata.get_all("Project-URL")
+    # The long description is the README with its relative links made absolute.
+    description = metadata.get_payload()
+    assert isinstance(description, str) and description.startswith("# charivo-fsm")
+    targets = re.findall(r"\]\(([^)\s]+)\)", description)
+    assert targets and all(re.match(r"[a-z][a-z0-9+.-]*:|#", target) for target in targets), [
+        target for target in targets if not re.match(r"[a-z][a-z0-9+.-]*:|#", target)
+    ]
     extras = set(metadata.get_all("Provides-Extra") or [])
     assert {"web", "remote", "check", "docs", "dev", "test"} <= extras
     requires = metadata.get_all("Requires-Dist") or []
