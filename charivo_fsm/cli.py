@@ -55,7 +55,7 @@ def _demo(args: argparse.Namespace) -> int:
             "Run 'make test' to exercise the engine."
         )
         return 0
-    return run_demo(live=args.live)
+    return run_demo(live=args.live, out_dir=args.out)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--live",
         action="store_true",
         help="talk to the real OpenAI Realtime API (needs OPENAI_API_KEY)",
+    )
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="where to write the model's voice (WAV); default: a new temporary directory",
     )
     demo.set_defaults(run=_demo)
 
