@@ -51,7 +51,7 @@ def test_cli_single_format(tmp_path: Path) -> None:
     assert (tmp_path / "refresh.dot").read_text(encoding="utf-8").startswith("digraph refresh {")
 
 
-@pytest.mark.parametrize("name", ["session", "refresh"])
-def test_readme_shows_the_current_session_and_refresh_diagrams(name: str) -> None:
+@pytest.mark.parametrize("name", ["session", "connection"])
+def test_readme_shows_the_current_session_and_connection_diagrams(name: str) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "```mermaid\n" + diagrams.mermaid(MACHINES[name]) + "```" in readme
