@@ -729,6 +729,22 @@ class Core:
     def known_item(self) -> bool:
         return self.session.state not in _BETWEEN_SESSIONS and self._voice.known(self._input)
 
+    def late_chunk(self) -> bool:
+        """A chunk of the item just cut, already on its way when it was cut (while
+        muted, a chunk without an item id counts as one too)."""
+        item_id = self._input.item_id
+        if item_id is None:
+            return self.audio.state == "muted"
+        return item_id == self._voice.last_cut
+
+    def audible(self) -> bool:
+        level: float = self._input.rms
+        return level > _LIPSYNC_THRESHOLD
+
+    def emit_level(self) -> None:
+        event: AudioLipsync = self._input
+        self.out.append(_tuple_new(Emit, ("tts:lipsync:update", lipsync_payload(event.rms))))
+
     def response_cancelled(self) -> bool:
         event: AssistantResponseCompleted = self._input
         return event.status == "cancelled"
@@ -1376,6 +1392,7 @@ class Core:
 
     def _on_response_started(self, event: AssistantResponseStarted) -> None:
         if not self._between_sessions(event):
+            self.audio.fire(self, "unmute")  # audio of a new response is heard again
             self.response.fire(self, "started")
 
     def _on_text_delta(self, event: AssistantTextDelta) -> None:
@@ -1402,10 +1419,8 @@ class Core:
         if self.session.state in _BETWEEN_SESSIONS:
             self._between_sessions(event)
             return
-        rms = event.rms
-        if rms > _LIPSYNC_THRESHOLD:
-            self.audio.fire(self, "start")
-        self.out.append(_tuple_new(Emit, ("tts:lipsync:update", lipsync_payload(rms))))
+        self._input = event
+        self.audio.fire(self, "level")
 
     def _on_audio_delta(self, event: AudioOutputDelta) -> None:
         if self.session.state in _BETWEEN_SESSIONS:

@@ -485,47 +485,74 @@ RESPONSE = MachineSpec(
 # A chunk while playing stays in ``playing`` and counts the audio received
 # (frequent, like a text delta).
 # --------------------------------------------------------------------------
+_AUDIO_STATES = ["silent", "playing", "tail", "muted"]
 AUDIO = MachineSpec(
     "audio",
-    states=["silent", "playing", "tail"],
+    states=_AUDIO_STATES,
     initial="silent",
     doc=(
         "audio output (a chunk, or a lipsync level above 0.001) starts playback of an "
         "assistant audio item; when the service has sent it all (or an error ends it) "
         "the item stays remembered while the app may still be playing it (tail). "
         "interrupt() and barge-in cut it: when audio received is not yet played, the "
-        "item is truncated at the played position (never past the audio received). A "
-        "lost link or the end of the session forgets it. mark_played is accepted only "
-        "for an item the engine received."
+        "item is truncated at the played position (never past the audio received); "
+        "audio of the cut item that was already on its way is dropped (muted) until "
+        "the next response or another item. A lost link or the end of the session "
+        "forgets it. mark_played is accepted only for an item the engine received."
     ),
     transitions=[
         _t("start", ["silent", "tail"], "playing", do="emit_audio_start"),
-        _t("start", "playing", None),
-        _t("chunk", ["silent", "tail"], "playing", do=["emit_audio_start", "note_chunk"]),
-        _t("chunk", "playing", None, do="note_chunk"),
+        _t("start", ["playing", "muted"], None),
+        _t("chunk", _AUDIO_STATES, None, when="late_chunk", do="drop_input"),
+        _t(
+            "chunk",
+            ["silent", "tail", "muted"],
+            "playing",
+            unless="late_chunk",
+            do=["emit_audio_start", "note_chunk"],
+        ),
+        _t("chunk", "playing", None, unless="late_chunk", do="note_chunk"),
+        _t("level", "playing", None, do="emit_level"),
+        _t(
+            "level",
+            ["silent", "tail"],
+            "playing",
+            when="audible",
+            do=["emit_audio_start", "emit_level"],
+        ),
+        _t("level", ["silent", "tail"], None, unless="audible", do="emit_level"),
+        _t("level", "muted", None, do="drop_input"),
         _t("end", "playing", "tail", when="has_item", do="emit_audio_end"),
         _t("end", "playing", "silent", unless="has_item", do="emit_audio_end"),
-        _t("end", ["silent", "tail"], None),
+        _t("end", ["silent", "tail", "muted"], None),
         _t(
             "cut",
             "playing",
-            "silent",
+            "muted",
             when="unplayed_audio",
             do=["truncate_item", "emit_audio_end"],
         ),
         _t(
             "cut",
             "playing",
-            "silent",
+            "muted",
             unless="unplayed_audio",
             do=["emit_audio_end", "forget_item"],
         ),
-        _t("cut", "tail", "silent", when="unplayed_audio", do="truncate_item"),
-        _t("cut", "tail", "silent", unless="unplayed_audio", do="forget_item"),
-        _t("cut", "silent", None),
-        _t("mark", ["playing", "tail", "silent"], None, when="known_item", do="record_played"),
+        _t("cut", "tail", "muted", when="unplayed_audio", do="truncate_item"),
+        _t("cut", "tail", "muted", unless="unplayed_audio", do="forget_item"),
+        _t("cut", ["silent", "muted"], None),
+        _t("unmute", "muted", "silent"),
+        _t("unmute", ["silent", "playing", "tail"], None),
+        _t(
+            "mark",
+            ["playing", "tail", "silent", "muted"],
+            None,
+            when="known_item",
+            do="record_played",
+        ),
         _t("reset", "playing", "silent", do=["emit_audio_end", "forget_item"]),
-        _t("reset", "tail", "silent", do="forget_item"),
+        _t("reset", ["tail", "muted"], "silent", do="forget_item"),
         _t("reset", "silent", None, do="forget_item"),
     ],
 )

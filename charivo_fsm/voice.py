@@ -77,12 +77,13 @@ class _Item:
 class AudioItems:
     """The assistant audio items of one session (see the module docstring)."""
 
-    __slots__ = ("_clock", "_items", "bytes_per_ms", "current")
+    __slots__ = ("_clock", "_items", "bytes_per_ms", "current", "last_cut")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._items: dict[str, _Item] = {}
         self.current: str | None = None
+        self.last_cut: str | None = None  # audio still arriving for it is dropped
         self.bytes_per_ms = 48
 
     def chunk(self, item_id: str | None, size: int) -> None:
@@ -133,11 +134,14 @@ class AudioItems:
         current = self.current
         assert current is not None
         self.current = None
+        self.last_cut = current
         return current, self.played_ms(current)
 
     def forget_current(self) -> None:
+        self.last_cut = self.current
         self.current = None
 
     def clear(self) -> None:
         self._items.clear()
         self.current = None
+        self.last_cut = None

@@ -97,6 +97,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.audio_received: Counter[str] = Counter()
         self.truncated_since_chunk: Counter[str] = Counter()
         self.truncations: list[Truncate] = []
+        self.cut_item: str | None = None  # truncated, and no response started since
         self.cancelled_completions = 0
 
     # ------------------------------------------------------------- the driver
@@ -106,6 +107,8 @@ class CoreMachine(RuleBasedStateMachine):
         for effect in self.core.out:
             if isinstance(effect, Emit):
                 self.emitted.append((effect.name, effect.payload))
+                if effect.name == "realtime:audio:delta" and self.cut_item is not None:
+                    assert effect.payload.item_id != self.cut_item, "audio of a cut item played"
                 if effect.name == "realtime:error":
                     assert isinstance(effect.payload.error, CharivoError)
                     announced = effect.payload.error
@@ -121,6 +124,7 @@ class CoreMachine(RuleBasedStateMachine):
                 pass
             elif isinstance(effect, Truncate):
                 self.truncations.append(effect)
+                self.cut_item = effect.item_id
                 self.truncated_since_chunk[effect.item_id] += 1
                 self.pending[effect.token] = effect
             else:
@@ -130,6 +134,8 @@ class CoreMachine(RuleBasedStateMachine):
                     self.carried[effect.token] = (effect.config.voice, self.requested_voice)
                 self.pending[effect.token] = effect
         self.core.out.clear()
+        if self.core.session.state in ("idle", "stopped"):
+            self.cut_item = None  # a new session has new items
         assert announced is None, "realtime:error without the state that records it"
 
     def ops(self, kind: type) -> list[Any]:
@@ -214,6 +220,8 @@ class CoreMachine(RuleBasedStateMachine):
         )
     )
     def transport_event(self, event: Any) -> None:
+        if isinstance(event, ev.AssistantResponseStarted):
+            self.cut_item = None
         if isinstance(event, ev.ToolCall) and event.call_id:
             self.tool_calls[event.call_id] += 1
         self.core.on_event(event)

@@ -514,3 +514,42 @@ async def test_a_request_made_during_a_refused_patch_is_still_applied() -> None:
         configs = [call[0] for call in fake.calls_to("update_session")]
         assert [c.voice for c in configs] == ["cedar", "marin"]
         assert configs[-1].instructions == "Be terse."
+
+
+# ----------------------------------------------------------------------------- late audio
+
+
+async def test_audio_of_a_cut_item_still_on_its_way_is_dropped() -> None:
+    """The service keeps sending a few chunks until it sees the cancel: they belong to
+    the item the user cut off and must not play (nor restart tts:audio)."""
+    from charivo_fsm.events import AudioLipsync
+
+    async with live() as (manager, fake, emitter):
+        await play(fake, "item_a", 1000)
+        await manager.interrupt()
+        await settle()
+        emitter.clear()
+        fake.emit(AudioOutputDelta(pcm(40), "item_a"))
+        fake.emit(AudioLipsync(0.4))
+        fake.emit(AudioOutputDelta(pcm(40), "item_a"))
+        assert emitter.names() == []
+        # the next response's audio plays again
+        fake.emit(AssistantResponseStarted())
+        fake.emit(AudioOutputDelta(pcm(40), "item_b"))
+        fake.emit(AudioLipsync(0.4))
+        names = emitter.names()
+        assert names.count("tts:audio:start") == 1
+        assert names.count("realtime:audio:delta") == 1
+        assert names.count("tts:lipsync:update") == 1
+
+
+async def test_after_a_barge_in_late_chunks_are_dropped_and_another_item_plays() -> None:
+    async with live() as (_manager, fake, emitter):
+        await play(fake, "item_a", 2000)
+        fake.emit(UserSpeechStarted("item_u", 0))
+        await settle()
+        emitter.clear()
+        fake.emit(AudioOutputDelta(pcm(40), "item_a"))
+        assert "realtime:audio:delta" not in emitter.names()
+        fake.emit(AudioOutputDelta(pcm(40), "item_c"))  # another item: it plays
+        assert emitter.names()[:2] == ["tts:audio:start", "realtime:audio:delta"]
