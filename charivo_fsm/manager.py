@@ -692,8 +692,14 @@ class RealtimeManager:
         self._require_entered()
         self._core.check_send()
         try:
-            with anyio.fail_after(self._transport_timeout):
+            # anyio.fail_after without its generator-based context manager (every
+            # microphone chunk comes through here)
+            with anyio.CancelScope(
+                deadline=anyio.current_time() + self._transport_timeout
+            ) as bound:
                 await call(*args)
+            if bound.cancelled_caught:
+                raise TimeoutError
         except TimeoutError as error:
             raise to_charivo_error(
                 "timeout", error, f"Realtime transport {what} timed out"

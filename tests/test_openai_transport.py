@@ -412,7 +412,10 @@ async def test_send_text_streams_a_text_response() -> None:
         }
         deltas = [e.text for e in h.events.of(AssistantTextDelta)]
         assert deltas == ["You ", "said: ", "hello ", "there"]
-        assert h.events.types() == [
+        types = h.events.types()
+        # rate_limits.updated follows response.done at once: it may have been read
+        # before this task ran again
+        assert types[: types.index("assistant.response.completed") + 1] == [
             "session.started",
             "assistant.response.started",
             *["assistant.text.delta"] * 4,

@@ -139,7 +139,9 @@ class WebSocket:
         self._max = max_message_size
         self._max_fragments = max_fragments
         self._fragments = 0
-        self._send_lock = anyio.Lock()
+        # Uncontended (the usual case) it is taken without a trip through the event
+        # loop; the stream's send yields once anyway.
+        self._send_lock = anyio.Lock(fast_acquire=True)
         self._parts: list[str] = []
         self._size = 0
         self._oversized = False

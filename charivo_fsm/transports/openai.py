@@ -304,7 +304,9 @@ class _Connection:
         self.scope = anyio.CancelScope()
         self.finished = anyio.Event()
         self.waiters: dict[str, _Waiter] = {}  # session.update event_id -> its caller
-        self.send_lock = anyio.Lock()  # the outbox goes out in protocol order
+        # The outbox goes out in protocol order; uncontended (the usual case) the lock
+        # is taken without a trip through the event loop.
+        self.send_lock = anyio.Lock(fast_acquire=True)
         self.tasks: anyio.abc.TaskGroup | None = None  # the reader's group, while it runs
         self.established = False  # SessionStarted was emitted for it
         self.closing = False  # we are closing it: no ConnectionLost

@@ -49,6 +49,7 @@ History
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
 import uuid
@@ -102,8 +103,15 @@ ACTIVE_RESPONSE: Final = "conversation_already_has_active_response"
 CANCEL_NOT_ACTIVE: Final = "response_cancel_not_active"
 
 
+_APPEND_HEAD: Final = '{"type":"input_audio_buffer.append","audio":"'
+_EVENT_ID_PREFIX: Final = f"evt_{uuid.uuid4().hex[:12]}"
+_event_numbers = itertools.count(1)
+
+
 def new_event_id() -> str:
-    return "evt_" + uuid.uuid4().hex[:24]
+    """A client event id unique in this process (a random prefix drawn at import and
+    a counter: no system call per event, as ``uuid4`` makes)."""
+    return f"{_EVENT_ID_PREFIX}{next(_event_numbers):012x}"
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -318,9 +326,16 @@ class OpenAIRealtimeProtocol:
                 f"{spec.name} audio must be whole {8 * spec.sample_width}-bit samples"
                 f" (got {len(data)} bytes)"
             )
-        for chunk in split_audio(data, self._max_append):
+        chunks = (data,) if len(data) <= self._max_append else split_audio(data, self._max_append)
+        outbox = self._outbox
+        for chunk in chunks:
+            # The text json.dumps would write (base64 needs no escaping), built directly:
+            # a microphone sends one of these every 20-100 ms per session.
             encoded = base64.b64encode(chunk).decode("ascii")
-            self._queue({"type": "input_audio_buffer.append", "audio": encoded})
+            event_id = new_event_id()
+            event = {"type": "input_audio_buffer.append", "audio": encoded, "event_id": event_id}
+            text = f'{_APPEND_HEAD}{encoded}","event_id":"{event_id}"}}'
+            outbox.append(Outgoing(event, text))
 
     def commit_audio(self) -> None:
         """Push to talk: commit the input audio buffer, then a response request."""
