@@ -732,7 +732,7 @@ class Core:
     def late_chunk(self) -> bool:
         """A chunk of the item just cut, already on its way when it was cut (while
         muted, a chunk without an item id counts as one too)."""
-        item_id = self._input.item_id
+        item_id: str | None = self._input.item_id
         if item_id is None:
             return self.audio.state == "muted"
         return item_id == self._voice.last_cut
