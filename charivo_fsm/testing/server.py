@@ -839,6 +839,17 @@ class LocalRealtimeServer:
         return next_audio_at + pause.ms / 1000 / self.audio_pace
 
     async def _send(self, conn: _Conn, event: dict[str, Any]) -> None:
-        await conn.ws.send_text(json.dumps(event))
+        # Recorded before the send yields to the event loop: the client may handle
+        # the event before this task runs again, and a test that then looks at
+        # ``sent`` must find it there.  A send that fails takes it out again.
+        text = json.dumps(event)
         self.sent.append(event)
+        try:
+            await conn.ws.send_text(text)
+        except BaseException:
+            for index in range(len(self.sent) - 1, -1, -1):
+                if self.sent[index] is event:
+                    del self.sent[index]
+                    break
+            raise
         self._notify()

@@ -52,6 +52,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "FAST_FRAME_LIMIT",
     "MAX_FRAGMENTS",
     "READ_CHUNK",
     "YIELD_EVERY",
@@ -72,6 +73,9 @@ MAX_FRAGMENTS = 4096
 
 YIELD_EVERY = 64
 """The reader yields to the event loop after handling this many frames in a row."""
+
+FAST_FRAME_LIMIT = 1024 * 1024
+"""Text frames up to this size are decoded by :meth:`WebSocket.receive` itself."""
 
 _HANDSHAKE_LIMIT = 64 * 1024
 """The most bytes an HTTP handshake (request or response, body included) may take."""
@@ -133,9 +137,16 @@ class WebSocket:
         *,
         max_message_size: int,
         max_fragments: int = MAX_FRAGMENTS,
+        initial: bytes = b"",
     ) -> None:
         self._stream = stream
         self._ws = connection
+        # Bytes read from the stream and not yet framed (see ``receive``).
+        self._buffer = bytearray(initial)
+        self._routing = 0  # bytes of the frame being streamed into wsproto still to pass
+        self._in_message = False  # wsproto holds the start of a fragmented message
+        self._routed = False  # _frame passed bytes to wsproto
+        self._fast_limit = min(max_message_size, FAST_FRAME_LIMIT)
         self._max = max_message_size
         self._max_fragments = max_fragments
         self._fragments = 0
@@ -216,6 +227,13 @@ class WebSocket:
         """Return the next text message (or a :class:`DroppedMessage`).
 
         Raises :class:`WebSocketClosed` once the connection is closed.
+
+        The common frame -- a whole unmasked text message in one frame, at most
+        :data:`FAST_FRAME_LIMIT` bytes, valid UTF-8, while the connection is open --
+        is decoded here directly (a model streams tens of them a second per
+        session); every other frame (control frames, fragments, masked, reserved
+        bits, large or invalid ones) is passed to wsproto whole or as it streams
+        in, so wsproto's checks and close codes apply to it as before.
         """
         handled = 0
         while True:
@@ -228,6 +246,13 @@ class WebSocket:
                     return result
             if self._ws.state is ConnectionState.CLOSED or self._aborted:
                 raise WebSocketClosed(1006, "connection closed")
+            if self._buffer:
+                text = self._frame()
+                if text is not None:
+                    return text
+                if self._routed:
+                    self._routed = False
+                    continue
             try:
                 data: bytes | None = await self._stream.receive(READ_CHUNK)
             except anyio.EndOfStream:
@@ -237,7 +262,63 @@ class WebSocket:
                 raise WebSocketClosed(1006, f"connection lost ({type(exc).__name__})") from exc
             if data is None:
                 self._eof = True
-            self._ws.receive_data(data)
+                if self._buffer:  # a partial frame: wsproto decides what it was
+                    self._ws.receive_data(bytes(self._buffer))
+                    self._buffer.clear()
+                self._ws.receive_data(None)
+            else:
+                self._buffer += data
+
+    def _frame(self) -> str | None:
+        """Take the frame at the head of the buffer: the text of a common frame, or
+        ``None`` after passing (part of) another frame to wsproto (``_routed``) or
+        when the frame is not complete yet."""
+        buffer = self._buffer
+        if self._routing:
+            count = min(self._routing, len(buffer))
+            self._ws.receive_data(bytes(buffer[:count]))
+            del buffer[:count]
+            self._routing -= count
+            self._routed = True
+            return None
+        available = len(buffer)
+        if available < 2:
+            return None
+        first, second = buffer[0], buffer[1]
+        size = second & 0x7F
+        start = 2
+        if size == 126:
+            if available < 4:
+                return None
+            size = int.from_bytes(buffer[2:4], "big")
+            start = 4
+        elif size == 127:
+            if available < 10:
+                return None
+            size = int.from_bytes(buffer[2:10], "big")
+            start = 10
+        end = start + size + (4 if second & 0x80 else 0)
+        if (
+            first == 0x81  # FIN, no reserved bits, text
+            and not second & 0x80  # not masked
+            and size <= self._fast_limit
+            and not self._in_message
+            and self._ws.state is ConnectionState.OPEN
+        ):
+            if available < end:
+                return None
+            try:
+                text = buffer[start:end].decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # wsproto fails the connection with its close code
+            else:
+                del buffer[:end]
+                return text
+        opcode = first & 0x0F
+        if opcode < 0x8:  # a data frame: a message is open in wsproto until a FIN
+            self._in_message = not first & 0x80
+        self._routing = end
+        return self._frame()
 
     async def _handle(self, event: Event) -> str | DroppedMessage | None:
         if isinstance(event, (TextMessage, BytesMessage)):
@@ -361,14 +442,16 @@ async def client_handshake(
     status = 0
     body = bytearray()
     total = 0
+    head = _Head()
     while True:
         data, total = await _read_handshake(stream, total)
         try:
-            ws.receive_data(data)
-            for event in ws.events():
+            for event in head.feed(ws, data):
                 if isinstance(event, AcceptConnection):
-                    # Frames that arrived with the 101 stay buffered in ``ws``.
-                    return WebSocket(stream, ws, max_message_size=max_message_size)
+                    # Frames that arrived with the 101 are the WebSocket's first bytes.
+                    return WebSocket(
+                        stream, ws, max_message_size=max_message_size, initial=head.rest
+                    )
                 if isinstance(event, RejectConnection):
                     status = event.status_code
                     if not event.has_body:
@@ -383,6 +466,39 @@ async def client_handshake(
             if status:
                 raise HandshakeRejected(status, bytes(body))
             raise WebSocketError("the server closed the connection during the handshake")
+
+
+class _Head:
+    """Feeds wsproto the HTTP head of a handshake and nothing after it: the bytes that
+    follow the head of an accepted upgrade are WebSocket frames, which the
+    :class:`WebSocket` frames itself (``rest``); a rejection's body is fed on."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.done = False
+        self.rest = b""
+
+    def feed(self, ws: WSConnection, data: bytes | None) -> list[Event]:
+        if self.done or data is None:
+            if self.rest:  # a rejection's body that came with its head
+                ws.receive_data(self.rest)
+                self.rest = b""
+            ws.receive_data(data)
+            return list(ws.events())
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return []
+        self.done = True
+        ws.receive_data(bytes(self.buffer[: end + 4]))
+        self.rest = bytes(self.buffer[end + 4 :])
+        self.buffer.clear()
+        events = list(ws.events())
+        if self.rest and any(isinstance(event, RejectConnection) for event in events):
+            ws.receive_data(self.rest)
+            self.rest = b""
+            events += ws.events()
+        return events
 
 
 Decision = tuple[int, bytes] | str | None
@@ -408,6 +524,7 @@ async def server_handshake(
     ws = WSConnection(ConnectionType.SERVER)
     total = len(initial)
     pending: bytes | None = initial or None  # bytes the caller already read
+    head = _Head()
     while True:
         data: bytes | None
         if pending is not None:
@@ -417,15 +534,17 @@ async def server_handshake(
         if data is None:
             raise WebSocketError("the client closed the connection during the handshake")
         try:
-            ws.receive_data(data)
-            for event in ws.events():
+            for event in head.feed(ws, data):
                 if not isinstance(event, Request):
                     continue
                 decision = decide(event)
                 if decision is None or isinstance(decision, str):
                     reply = ws.send(AcceptConnection(subprotocol=decision))
                     await stream.send(reply)
-                    return WebSocket(stream, ws, max_message_size=max_message_size), event
+                    socket = WebSocket(
+                        stream, ws, max_message_size=max_message_size, initial=head.rest
+                    )
+                    return socket, event
                 code, body = decision
                 reply = ws.send(
                     RejectConnection(
