@@ -220,8 +220,8 @@ class CoreMachine(RuleBasedStateMachine):
         )
     )
     def transport_event(self, event: Any) -> None:
-        if isinstance(event, ev.AssistantResponseStarted):
-            self.cut_item = None
+        if isinstance(event, (ev.AssistantResponseStarted, ev.ConnectionLost)):
+            self.cut_item = None  # a new response, or the old link's audio is gone
         if isinstance(event, ev.ToolCall) and event.call_id:
             self.tool_calls[event.call_id] += 1
         self.core.on_event(event)
