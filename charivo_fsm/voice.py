@@ -138,7 +138,8 @@ class AudioItems:
         return current, self.played_ms(current)
 
     def forget_current(self) -> None:
-        self.last_cut = self.current
+        if self.current is not None:
+            self.last_cut = self.current
         self.current = None
 
     def clear(self) -> None:
