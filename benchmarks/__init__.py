@@ -13,10 +13,16 @@ d. 10,000 concurrent ``update_session`` calls, each in its own task, while one
 e. one response of 100,000 deltas: cost per delta over the last 10% / first 10%;
 f. 1,000 concurrent entered sessions fed the workload-a mix at 50 events/s each:
    callback-to-emitter latency and memory per entered session;
-g. floors measured in the same runs: bare ``emit`` calls for a, bare anyio tasks
-   for b and d.
+g. voice sessions per core: N live sessions over the real transport against the
+   voice server in a process of its own (``voice_server``), one client process per
+   run (``voice_client``): charivo, the floor (bare ``websockets``) and the peer
+   (``openai-agents``), N = 50, 200, 500, 1,000 until a client falls behind
+   (``voice``).
 
-Every figure is the median of 5 runs after a warm-up (min-max spread).  The table
-is printed, written to ``benchmarks/results.json`` and into the table of
-``docs/performance.md``.  Timing lives here only, never in the unit tests.
+Floors measured in the same runs: bare ``emit`` calls for a, bare anyio tasks for b
+and d, the bare ``websockets`` client for g.
+
+Every figure of a-f is the median of 5 runs after a warm-up (min-max spread), of g
+the median of 3.  The tables are printed, written to ``benchmarks/results.json`` and
+into ``docs/performance.md``.  Timing lives here only, never in the unit tests.
 """

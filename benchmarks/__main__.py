@@ -1,7 +1,8 @@
 """``python -m benchmarks``: run every workload, print one table, write the results.
 
-Options: ``--runs N`` (measured runs per workload, default 5), ``--only a,b,...``,
-``--quick`` (a tenth of every size, 2 s of real time for f, 2 runs; writes nothing),
+Options: ``--runs N`` (measured runs per workload a-f, default 5), ``--only a,b,...``,
+``--quick`` (a tenth of every size, 2 s of real time for f, 2 runs; g at 50 sessions,
+one run of 4 s per client; writes nothing; ``--quick --only g`` takes under a minute),
 ``--no-write`` (print only), ``--readme-from-json`` (measure nothing: redraw the
 table of docs/performance.md from ``benchmarks/results.json``).
 """
@@ -20,9 +21,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import events, managers, refresh, sessions, tools
+from . import events, managers, refresh, sessions, tools, voice
 from .common import BACKEND, fresh_heap, run
-from .report import Row, readme_block, text_table, update_readme
+from .report import (
+    G_BEGIN,
+    G_END,
+    G_SECTION,
+    Row,
+    readme_block,
+    text_table,
+    update_readme,
+    voice_block,
+    voice_text,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -328,7 +339,7 @@ def machine(runs: int, seconds: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--only", default="abcdef", help="workloads to run, e.g. 'a,d'")
+    parser.add_argument("--only", default="abcdefg", help="workloads to run, e.g. 'a,d'")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
@@ -341,9 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         return _readme_from_json()
     runs = 2 if args.quick and args.runs == 5 else args.runs
     bench = Bench(scale=10 if args.quick else 1, f_seconds=2.0 if args.quick else 10.0)
-    only = [name for name in "abcdef" if name in args.only]
+    only = [name for name in "abcdefg" if name in args.only]
     started = time.perf_counter()
     for name in only:
+        if name == "g":
+            continue
         workload = getattr(bench, name)
         print(f"[{time.perf_counter() - started:6.1f}s] {name}: warm-up", flush=True)
         fresh_heap()
@@ -355,19 +368,27 @@ def main(argv: list[str] | None = None) -> int:
             )
             fresh_heap()
             workload(True)
+    g: dict[str, Any] | None = None
+    if "g" in only:
+        g = _voice(args.quick, started)
     seconds = time.perf_counter() - started
     rows = [row for row in bench.rows.values() if row.values]
     info = machine(runs, seconds)
     print()
-    print(text_table(rows))
-    print()
+    if rows:
+        print(text_table(rows))
+        print()
+    if g is not None:
+        print(voice_text(g))
+        print()
     print(
         f"{info['arch']}, {info['cpus']} CPUs, {info['python']}, {BACKEND}; "
         f"{seconds:.0f} s; load average at the end {info['load_average']}"
     )
     failed = [row for row in rows if row.met is False]
-    if args.quick or args.no_write or set(only) != set("abcdef"):
+    if args.quick or args.no_write or set(only) != set("abcdefg"):
         return 0
+    assert g is not None
     RESULTS.write_text(
         json.dumps(
             {
@@ -375,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sizes": bench.sizes,
                 "rows": {r.key: r.as_json() for r in rows},
                 "extra": bench.extra,
+                "g": g,
             },
             indent=2,
             ensure_ascii=False,
@@ -382,8 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         + "\n",
         encoding="utf-8",
     )
-    update_readme(ROOT / "docs" / "performance.md", readme_block(rows, info))
-    print(f"wrote {RESULTS.relative_to(ROOT)} and the table of docs/performance.md")
+    page = ROOT / "docs" / "performance.md"
+    update_readme(page, readme_block(rows, info))
+    update_readme(page, voice_block(g, info), G_BEGIN, G_END, G_SECTION)
+    print(f"wrote {RESULTS.relative_to(ROOT)} and the tables of docs/performance.md")
     if failed:
         print("targets not met: " + ", ".join(f"{r.key} ({r.workload})" for r in failed))
     return 0
@@ -401,9 +425,38 @@ def _readme_from_json() -> int:
         row.floor_values = list(saved.get("floor_runs") or [])
         row.ratios = list(saved.get("ratio_runs") or [])
         rows.append(row)
-    update_readme(ROOT / "docs" / "performance.md", readme_block(rows, data["machine"]))
+    page = ROOT / "docs" / "performance.md"
+    update_readme(page, readme_block(rows, data["machine"]))
     print(text_table(rows))
+    if "g" in data:
+        update_readme(page, voice_block(data["g"], data["machine"]), G_BEGIN, G_END, G_SECTION)
+        print(voice_text(data["g"]))
     return 0
+
+
+def _voice(quick: bool, started: float) -> dict[str, Any]:
+    """Workload g (see :mod:`benchmarks.voice`): quick, 50 sessions once (under a
+    minute); otherwise 50, 200, 500 and 1,000 sessions, 3 runs each, until a client
+    falls behind."""
+    kinds = voice.available_kinds()
+    if len(kinds) < len(voice.KINDS):
+        print(
+            "g: websockets and openai-agents are not installed here (`make bench` installs "
+            f"them into .venv-bench): only {', '.join(kinds)}",
+            flush=True,
+        )
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {text}", flush=True)
+
+    return voice.voice_sessions(
+        [50] if quick else [50, 200, 500, 1000],
+        1 if quick else 3,
+        warmup=2.0 if quick else 3.0,
+        seconds=4.0 if quick else 10.0,
+        kinds=kinds,
+        log=log,
+    )
 
 
 if __name__ == "__main__":

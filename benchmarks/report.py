@@ -160,16 +160,113 @@ DEFAULT_SECTION = """## Performance
 """
 
 
-def update_readme(path: Path, block: str) -> None:
+def update_readme(
+    path: Path, block: str, begin: str = BEGIN, end: str = END, section: str = DEFAULT_SECTION
+) -> None:
     """Replace the generated block of the page's Performance table (docs/performance.md;
     appending the section at the end of the page when it is missing); nothing else is
     touched."""
     text = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), flags=re.DOTALL)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), flags=re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _match: block, text, count=1)
     else:
         if not text.endswith("\n"):
             text += "\n"
-        text += "\n" + DEFAULT_SECTION + "\n" + block + "\n"
+        text += "\n" + section + "\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
+
+
+# ------------------------------------------------------------------ workload g
+
+G_BEGIN = "<!-- benchmarks-g:begin (written by `make bench`) -->"
+G_END = "<!-- benchmarks-g:end -->"
+G_SECTION = """## g. Voice sessions per core
+
+`make bench` writes this table.
+"""
+G_HEADER = [
+    "sessions",
+    "client",
+    "CPU ms per session-second",
+    "× floor",
+    "× peer",
+    "busy (CPU s/s)",
+    "event lag p50 (ms)",
+    "event lag p99 (ms)",
+    "mic lateness p99 (ms)",
+    "memory per session (KB)",
+    "audio deltas/s per session",
+    "server CPU s/s, lateness (ms)",
+    "keeps up",
+]
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None or value != value:  # None or NaN
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def voice_rows(g: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for key, summary in g["summary"].items():
+        sessions, kind = key.split(":")
+        ratios = g["ratios"].get(sessions, {})
+        to_floor = _f(ratios.get("to_floor")) + "×" if kind == "charivo" else ""
+        to_peer = _f(ratios.get("to_peer")) + "×" if kind == "charivo" else ""
+        cpu = summary["cpu_per_session_s"]
+        rows.append(
+            [
+                sessions,
+                kind,
+                _f(cpu * 1000 if cpu is not None else None, 3),
+                to_floor.replace("—×", "—"),
+                to_peer.replace("—×", "—"),
+                _f(summary["busy"]),
+                _f(summary["lag_p50_ms"], 1),
+                _f(summary["lag_p99_ms"], 1),
+                _f(summary["mic_lag_p99_ms"], 1),
+                _f(summary["rss_per_session_kb"], 0),
+                _f(summary["audio_per_session_s"], 1),
+                f"{_f(summary['server_cpu'])}, {_f(summary['server_late_ms'], 0)}",
+                ("yes" if summary["kept_up"] else "**no**")
+                + (" (server behind)" if summary.get("server_behind") else ""),
+            ]
+        )
+    return rows
+
+
+def voice_text(g: dict[str, Any]) -> str:
+    lines = [G_HEADER] + [[c.replace("**", "") for c in row] for row in voice_rows(g)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(G_HEADER))]
+    out = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(line)).rstrip() for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    kept = ", ".join(f"{kind} {n}" for kind, n in g["max_kept_up"].items())
+    return "\n".join(out) + f"\nlargest N kept up (lag p99 ≤ 50 ms): {kept}"
+
+
+def voice_block(g: dict[str, Any], machine: dict[str, Any]) -> str:
+    settings = g["settings"]
+    kept = g["max_kept_up"]
+    lines = [
+        G_BEGIN,
+        "",
+        f"Measured on {machine['date']}: `{machine['arch']}`, {machine['cpus']} CPUs, "
+        f"{machine['python']}; median of {settings['runs']} runs per size and client, "
+        f"{settings['warmup']:g} s warm-up and {settings['seconds']:g} s measured per run"
+        f"{_load(machine)}. Ratios: charivo's CPU per session-second over the other "
+        "client's, run by run (the three clients of a run ran back to back), median.",
+        "",
+        "| " + " | ".join(G_HEADER) + " |",
+        "|" + "---|" * len(G_HEADER),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in voice_rows(g)]
+    lines += [
+        "",
+        "Largest number of sessions that kept up (event lag p99 ≤ 50 ms), of the sizes "
+        "run: " + ", ".join(f"{kind} **{n or 'none'}**" for kind, n in kept.items()) + ".",
+        "",
+        G_END,
+    ]
+    return "\n".join(lines)
