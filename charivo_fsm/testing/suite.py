@@ -52,6 +52,7 @@ from ..events import (
     AssistantResponseStarted,
     AssistantTextDelta,
     AudioLipsync,
+    AudioOutputDelta,
     AudioOutputEnded,
     AudioOutputStarted,
     ConnectionLost,
@@ -61,10 +62,16 @@ from ..events import (
     StateUpdate,
     ToolCall,
     ToolResult,
+    UserSpeechStarted,
     UserTranscript,
 )
 from ..model import ResponseStatus
-from . import suite_lifecycle, suite_rules  # noqa: F401  (they register their invariants)
+from . import (  # noqa: F401  (they register their invariants, in this order)
+    suite_lifecycle,
+    suite_obligations,
+    suite_rules,
+    suite_voice,
+)
 from .fake import MethodName
 from .suite_base import (
     BACKENDS,
@@ -97,15 +104,19 @@ from .suite_base import (
 from .suite_driver import (
     TOOL_NAMES,
     Advance,
+    Chain,
     ChangeTools,
     Deliver,
     Driver,
+    DuringNext,
     FailingListeners,
     Fault,
     Latency,
+    MarkPlayed,
     ProgramResult,
     RecordingTransport,
     Send,
+    SendKind,
     StartSession,
     Step,
     StopSession,
@@ -124,6 +135,17 @@ from .suite_faults import (
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DataObject, SearchStrategy
+
+
+def _rule_order(invariant: Invariant) -> tuple[float, ...]:
+    """Decisions in order (D3 < D17.13), then the voice rules, then the transport's."""
+    first = invariant.rule.split(", ")[0]
+    if first.startswith("D"):
+        return tuple(float(part) for part in first[1:].split("."))
+    return (100.0,) if first == "voice" else (101.0,)
+
+
+INVARIANTS.sort(key=_rule_order)  # registered module by module; listed by decision
 
 __all__ = [
     "BACKENDS",
@@ -221,6 +243,12 @@ def jitter_strategy() -> SearchStrategy[tuple[float, ...]]:
     return st.lists(value, min_size=1, max_size=4).map(tuple)
 
 
+_REFUSED_SENDS: tuple[tuple[MethodName, SendKind], ...] = (
+    ("send_text", "send_message"),
+    ("interrupt", "interrupt"),
+    ("send_audio", "send_audio_chunk"),
+)
+
 _LIFECYCLE_ORDER: tuple[MethodName, ...] = ("connect", "update_session", "recover", "disconnect")
 
 
@@ -254,20 +282,33 @@ def _build_step_strategy() -> SearchStrategy[Step]:
         args=st.sampled_from(({"n": 1}, {"n": 1}, {"n": 1}, {"n": "x"}, {})),
         call_id=st.sampled_from(("c1", *CALL_IDS)),
     )
+    with_usage = st.builds(
+        AssistantResponseCompleted,
+        text=st.sampled_from(("Hello", "")),
+        usage=st.just({"total_tokens": 7}),
+        model=st.just("m"),
+        response_id=st.just("r1"),
+        status=st.sampled_from(("completed", "cancelled")),
+    )
     response = st.one_of(
         st.just(AssistantResponseStarted()),
         st.builds(AssistantTextDelta, text=st.sampled_from(("Hel", "lo"))),
         st.just(AssistantResponseCompleted()),
-        st.just(
-            AssistantResponseCompleted(
-                text="Hello", usage={"total_tokens": 7}, model="m", response_id="r1"
-            )
-        ),
+        with_usage,
     )
+    # Assistant audio: 100 ms, 20 ms or one byte of PCM16, for two items or none.
+    chunk = st.builds(
+        AudioOutputDelta,
+        audio=st.sampled_from((b"\x01" * 4800, b"\x02" * 960, b"\x03")),
+        item_id=st.sampled_from(("i1", "i2", None)),
+    )
+    speech = st.just(UserSpeechStarted(item_id="u1", audio_start_ms=0))
     audio = st.one_of(
+        chunk,
         st.just(AudioOutputStarted()),
         st.just(AudioOutputEnded()),
         st.builds(AudioLipsync, rms=st.sampled_from((0.0, 0.4))),
+        speech,
     )
     error_event = st.builds(ErrorEvent, error=st.builds(RuntimeError, st.just("provider error")))
     state_update = st.builds(
@@ -321,6 +362,127 @@ def _build_step_strategy() -> SearchStrategy[Step]:
             st.builds(Fault, method=methods, action=st.just("emit_then_raise"), event=fault_event),
         )
     )
+    # Stories: a few steps told as one, that put the engine where the rules are
+    # (reach).  Random steps alone seldom line these up: a recover in flight when
+    # session.started (or .ended, a loss, an error, a tool call) arrives; a
+    # reconnect that keeps failing; a response interrupted, then completed with
+    # usage; audio playing when an error arrives; audio cut at its played
+    # position by interrupt() or barge-in; a tool running past its timeout; a send
+    # the transport refuses; a start against a link that never answers.  Half of
+    # them begin with a start_session, so that a session is likely to run.
+    lost_now = ConnectionLost(cause="network")
+    error_now = ErrorEvent(RuntimeError("provider error"))
+    lost_link_event = st.one_of(
+        st.just(SessionStarted()),
+        st.just(SessionEnded()),
+        lost,
+        error_event,
+        tool_call,
+    )
+    during: SearchStrategy[Step] = st.builds(
+        DuringNext,
+        method=st.sampled_from(("recover",) * 4 + ("update_session", "connect", "disconnect")),
+        event=st.one_of(lost_link_event, with_usage, chunk),
+    )
+
+    def told(*parts: Any) -> Chain:
+        steps: list[Step] = []
+        for part in parts:
+            steps.extend(part if isinstance(part, tuple) else (part,))
+        return Chain(tuple(steps))
+
+    recover_story = st.builds(
+        lambda event, wait: told(DuringNext("recover", event), Deliver(lost_now), Advance(wait)),
+        st.one_of(st.sampled_from((SessionStarted(), SessionEnded())), lost_link_event),
+        st.sampled_from((1.0, 0.5, 5.0)),
+    )
+    failing_recover_story = st.builds(
+        lambda action, wait: told(
+            Fault("recover", action), Deliver(lost_now), Advance(wait), Fault("recover", "succeed")
+        ),
+        st.sampled_from(("fail_always", "hang")),
+        st.sampled_from((5.0, 2.0, 30.0)),
+    )
+    interrupted_story = st.builds(
+        lambda cut, done: told(
+            Deliver(AssistantResponseStarted()), Deliver(AssistantTextDelta("Hel")), cut, done
+        ),
+        st.sampled_from(
+            (
+                Send("interrupt"),
+                Deliver(lost_now),
+                Deliver(AssistantResponseCompleted(status="cancelled", reason="turn_detected")),
+            )
+        ),
+        st.builds(Deliver, with_usage),
+    )
+    error_story = st.builds(
+        lambda audio_event, wait: told(Deliver(audio_event), Advance(wait), Deliver(error_now)),
+        st.one_of(chunk, st.just(AudioOutputStarted())),
+        st.sampled_from((0.05, 0.0, 0.5)),
+    )
+    played = st.builds(
+        MarkPlayed, st.sampled_from(("i1", "i2", "zz")), st.sampled_from((30, 0, 150))
+    )
+    voice_story = st.builds(
+        lambda size, wait, report, cut: told(
+            Deliver(AudioOutputDelta(b"\x01" * size, "i1")),
+            Advance(wait),
+            tuple(MarkPlayed("i1", ms) for ms in report),
+            cut,
+        ),
+        st.sampled_from((4800, 960)),
+        st.sampled_from((0.05, 0.0, 0.2)),
+        st.sampled_from(((), (30,), (0,), (150,))),
+        st.sampled_from((Send("interrupt"), Deliver(UserSpeechStarted("u1", 0)))),
+    )
+    tool_story = st.builds(
+        lambda name, wait: told(
+            Deliver(ToolCall(name=name, args={"n": 1}, call_id="c3")), Advance(wait)
+        ),
+        st.sampled_from(("slow", "overtime", "lagging")),
+        st.sampled_from((1.5, 0.5, 3.0)),
+    )
+    refused_send_story = st.sampled_from(
+        (
+            told(
+                Fault("send_tool_result", "fail_once"),
+                Deliver(ToolCall(name="quick", args={"n": 1}, call_id="c2")),
+            ),
+            *(
+                told(Fault(method, "fail_once"), Send(command))
+                for method, command in _REFUSED_SENDS
+            ),
+        )
+    )
+    hanging_start_story = st.builds(
+        lambda wait: told(Fault("connect", "hang"), StartSession(VOICES[0]), Advance(wait)),
+        st.sampled_from((5.0, 10.0, 30.0)),
+    )
+    story_told: SearchStrategy[Step] = _weighted(
+        (
+            recover_story,
+            recover_story,
+            recover_story,
+            failing_recover_story,
+            interrupted_story,
+            interrupted_story,
+            error_story,
+            voice_story,
+            voice_story,
+            tool_story,
+            tool_story,
+            refused_send_story,
+            hanging_start_story,
+        )
+    )
+    story = st.builds(
+        lambda begin, told_story: (
+            Chain((StartSession(VOICES[0]), *told_story.steps)) if begin else told_story
+        ),
+        st.booleans(),
+        story_told,
+    )
     start = st.builds(StartSession, voice=voices)
     update = st.builds(UpdateSession, voice=voices)
     stop = st.just(StopSession())
@@ -362,6 +524,12 @@ def _build_step_strategy() -> SearchStrategy[Step]:
         (2, st.builds(Deliver, state_update)),
         (2, st.builds(Deliver, misc)),
         (3, st.builds(Send, st.sampled_from(("send_message", "send_audio_chunk", "interrupt")))),
+        (1, st.builds(Send, st.sampled_from(("commit_audio", "clear_audio")))),
+        (4, during),
+        (8, story),
+        (3, st.builds(Deliver, chunk)),
+        (1, st.builds(Deliver, speech)),
+        (1, played),
         (2, st.builds(ChangeTools, register=st.booleans(), name=st.sampled_from(TOOL_NAMES))),
         (2, st.builds(FailingListeners, st.booleans())),
     ]
@@ -401,6 +569,7 @@ def run_program(
     length = data.draw(st.integers(1, config.max_steps), label="steps")
     jitter = data.draw(jitter_strategy(), label="jitter")
     problem: list[BaseException] = []
+    opening: list[Step] = []
 
     def draw(index: int) -> Step | None:
         if index > length or problem:
@@ -411,7 +580,12 @@ def run_program(
                 # windows (starting, patching, recovering, stopping) races need.
                 latency = data.draw(latency_strategy(), label="latency")
                 if any(delay for _method, delay in latency.seconds):
-                    return latency
+                    opening.append(latency)
+                # Most programs then start a session: most rules are about one.
+                if data.draw(st.sampled_from((True, True, True, False)), label="opening"):
+                    opening.append(StartSession(VOICES[0]))
+            if opening:
+                return opening.pop(0)
             step: Step = data.draw(steps, label=f"step {index}")
         except BaseException as error:  # Hypothesis' own control flow: re-raised below
             problem.append(error)

@@ -23,6 +23,8 @@ __all__ = [
     "Invariant",
     "InvariantViolation",
     "Observation",
+    "Reaction",
+    "Reactions",
     "SuiteConfig",
 ]
 
@@ -61,7 +63,8 @@ VOICES = ("marin", "alloy", "verse")
 CALL_IDS: tuple[str | None, ...] = ("c1", "c2", "c3", None, "")
 LIFECYCLE = frozenset({"connect", "update_session", "recover", "disconnect"})
 CONFIG_CALLS = frozenset({"connect", "update_session", "recover"})
-SENDS = frozenset({"send_text", "send_audio", "interrupt"})
+# The send methods: called by a user command, in its task.
+SENDS = frozenset({"send_text", "send_audio", "interrupt", "commit_audio", "clear_audio"})
 # Callers that wait on the manager (the sends wait on the transport, in the caller's task).
 _MANAGED = frozenset({"start_session", "update_session", "stop_session"})
 
@@ -265,6 +268,49 @@ def _invariant(rule: str, summary: str) -> Callable[[Checker], Checker]:
     return register
 
 
+@attrs.define(slots=True)
+class Reaction:
+    """What the manager emitted while it handled one delivered transport event."""
+
+    event: Any
+    before: RealtimeState  # manager.state when the event was delivered
+    note: Any = None  # what the invariant noted when the delivery began
+    emitted: list[Emitted] = attrs.Factory(list)
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.emitted]
+
+
+class Reactions:
+    """The deliveries an invariant watches, and what each emitted.
+
+    Feed every observation to :meth:`feed`; :meth:`watch` a delivery when it
+    begins (at its :class:`Delivering`).  ``feed`` returns the :class:`Reaction`
+    of a watched delivery when it ends (at its :class:`Delivered`), else None.
+    """
+
+    __slots__ = ("_open",)
+
+    def __init__(self) -> None:
+        self._open: list[Reaction] = []
+
+    def watch(self, seen: Delivering, note: Any = None) -> None:
+        self._open.append(Reaction(seen.event, seen.state, note))
+
+    def feed(self, seen: Observation) -> Reaction | None:
+        kind = type(seen)
+        if kind is Emitted and self._open:
+            assert isinstance(seen, Emitted)
+            for reaction in self._open:
+                reaction.emitted.append(seen)
+        elif kind is Delivered and self._open:
+            assert isinstance(seen, Delivered)
+            if self._open[-1].event is seen.event:
+                return self._open.pop()
+        return None
+
+
 # ===========================================================================
 # The context: dispatching observations to the invariants
 # ===========================================================================
@@ -280,6 +326,10 @@ class Context:
         self.commands: list[Command] = []
         self.requested_voice: str | None = VOICES[0]
         self.delivery_state: RealtimeState = RealtimeState()
+        # Set by the driver: the transport's fault handle (TransportFaults, maybe
+        # TransportRules) and whether the transport is a VoiceTransport.
+        self.faults: Any = None
+        self.voice = False
         self.violation: InvariantViolation | None = None
         self._seq = 0
         self._live: list[tuple[Invariant, Generator[None, Observation, None]]] = []

@@ -568,6 +568,8 @@ class Driver:
         _use_random_source(self.manager, _cycle(jitter))
         self.manager.set_event_emitter(self.emitter)
         self.ctx.manager = self.manager
+        self.ctx.faults = faults
+        self.ctx.voice = isinstance(proxy, RecordingVoiceTransport)
         self._callers: anyio.abc.TaskGroup | None = None
         self._caller_tasks: set[int] = set()
 

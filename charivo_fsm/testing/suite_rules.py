@@ -252,9 +252,15 @@ def errors_are_announced(ctx: Context) -> Generator[None, Observation, None]:
                     )
 
 
+_SEND_COMMANDS = frozenset(
+    {"send_message", "send_audio_chunk", "interrupt", "commit_audio", "clear_audio"}
+)
+
+
 @_invariant(
     "D14",
-    "send_message, send_audio_chunk and interrupt reach the transport only while the "
+    "send_message, send_audio_chunk, interrupt, commit_audio and clear_audio reach the "
+    "transport only while the "
     "session is active and connected, and raise CharivoStateError otherwise; "
     "start_session is refused while starting, active or stopping",
 )
@@ -276,7 +282,7 @@ def guards(ctx: Context) -> Generator[None, Observation, None]:
             assert isinstance(seen, CommandReturned)
             command = seen.command
             before = command.before
-            if command.kind in ("send_message", "send_audio_chunk", "interrupt"):
+            if command.kind in _SEND_COMMANDS:
                 live = before.session.status == _ACTIVE and before.connection == _CONNECTED
                 if not live and not isinstance(command.error, CharivoStateError):
                     raise Broken(
