@@ -730,12 +730,12 @@ class Core:
         return self.session.state not in _BETWEEN_SESSIONS and self._voice.known(self._input)
 
     def late_chunk(self) -> bool:
-        """A chunk of the item just cut, already on its way when it was cut (while
+        """A chunk of an item that was cut, already on its way when it was cut (while
         muted, a chunk without an item id counts as one too)."""
         item_id: str | None = self._input.item_id
         if item_id is None:
             return self.audio.state == "muted"
-        return item_id == self._voice.last_cut
+        return self._voice.was_cut(item_id)
 
     def audible(self) -> bool:
         level: float = self._input.rms

@@ -77,13 +77,13 @@ class _Item:
 class AudioItems:
     """The assistant audio items of one session (see the module docstring)."""
 
-    __slots__ = ("_clock", "_items", "bytes_per_ms", "current", "last_cut")
+    __slots__ = ("_clock", "_cut", "_items", "bytes_per_ms", "current")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._items: dict[str, _Item] = {}
         self.current: str | None = None
-        self.last_cut: str | None = None  # audio still arriving for it is dropped
+        self._cut: dict[str, None] = {}  # items cut (latest last): late audio is dropped
         self.bytes_per_ms = 48
 
     def chunk(self, item_id: str | None, size: int) -> None:
@@ -134,15 +134,25 @@ class AudioItems:
         current = self.current
         assert current is not None
         self.current = None
-        self.last_cut = current
+        self._note_cut(current)
         return current, self.played_ms(current)
 
     def forget_current(self) -> None:
         if self.current is not None:
-            self.last_cut = self.current
+            self._note_cut(self.current)
         self.current = None
+
+    def _note_cut(self, item_id: str) -> None:
+        cut = self._cut
+        cut[item_id] = None
+        if len(cut) > MAX_ITEMS:
+            del cut[next(iter(cut))]
+
+    def was_cut(self, item_id: str) -> bool:
+        """Whether ``item_id`` was cut (interrupt, barge-in) in this session."""
+        return item_id in self._cut
 
     def clear(self) -> None:
         self._items.clear()
+        self._cut.clear()
         self.current = None
-        self.last_cut = None
