@@ -16,7 +16,7 @@ f. 1,000 concurrent entered sessions fed the workload-a mix at 50 events/s each:
 g. voice sessions per core: N live sessions over the real transport against the
    voice server in a process of its own (``voice_server``), one client process per
    run (``voice_client``): charivo, the floor (bare ``websockets``) and the peer
-   (``openai-agents``), N = 50, 200, 500, 1,000 until a client falls behind
+   (``openai-agents``), N = 50, 100, 200, 500, 1,000 until a client falls behind
    (``voice``).
 
 Floors measured in the same runs: bare ``emit`` calls for a, bare anyio tasks for b

@@ -436,7 +436,7 @@ def _readme_from_json() -> int:
 
 def _voice(quick: bool, started: float) -> dict[str, Any]:
     """Workload g (see :mod:`benchmarks.voice`): quick, 50 sessions once (under a
-    minute); otherwise 50, 200, 500 and 1,000 sessions, 3 runs each, until a client
+    minute); otherwise 50, 100, 200, 500 and 1,000 sessions, 3 runs each, until a client
     falls behind."""
     kinds = voice.available_kinds()
     if len(kinds) < len(voice.KINDS):
@@ -450,7 +450,7 @@ def _voice(quick: bool, started: float) -> dict[str, Any]:
         print(f"[{time.perf_counter() - started:6.1f}s] {text}", flush=True)
 
     return voice.voice_sessions(
-        [50] if quick else [50, 200, 500, 1000],
+        [50] if quick else [50, 100, 200, 500, 1000],
         1 if quick else 3,
         warmup=2.0 if quick else 3.0,
         seconds=4.0 if quick else 10.0,

@@ -231,7 +231,7 @@ def main() -> int:
     quick = "--quick" in sys.argv
     started = time.perf_counter()
     result = voice_sessions(
-        [50] if quick else [50, 200, 500, 1000],
+        [50] if quick else [50, 100, 200, 500, 1000],
         1 if quick else 3,
         warmup=2.0 if quick else 3.0,
         seconds=4.0 if quick else 10.0,
