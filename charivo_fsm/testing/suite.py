@@ -676,6 +676,7 @@ class SuiteResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the run broke no invariant and met no other failure."""
         return self.violation is None and self.error is None
 
 

@@ -56,6 +56,7 @@ class SuiteConfig:
 
     @property
     def stop_limit(self) -> float:
+        """The bound a stop must finish within (``stop_bound``, else ``transport_timeout``)."""
         return self.stop_bound if self.stop_bound is not None else self.transport_timeout
 
 

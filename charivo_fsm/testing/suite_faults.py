@@ -85,29 +85,37 @@ class FakeTransportFaults:
         self.fake = fake
 
     def fail_once(self, method: MethodName, exc: BaseException) -> None:
+        """The next call of ``method`` raises ``exc``."""
         self.fake.fail_once(method, exc)
 
     def fail_always(self, method: MethodName, exc: BaseException) -> None:
+        """Every call of ``method`` raises ``exc`` (until :meth:`succeed`)."""
         self.fake.fail_always(method, exc)
 
     def hang(self, method: MethodName) -> None:
+        """The next call of ``method`` never returns (until cancelled)."""
         self.fake.hang(method)
 
     def delay(self, method: MethodName, seconds: float, *, always: bool = False) -> None:
+        """The next call of ``method`` (every call with ``always``) takes ``seconds``."""
+
         async def slow(*_args: Any) -> None:
             await anyio.sleep(seconds)
 
         self.fake.respond_with(method, slow, once=not always)
 
     def succeed(self, method: MethodName) -> None:
+        """``method`` behaves normally again."""
         self.fake.succeed(method)
 
     def emit(self, event: TransportEvent) -> None:
+        """Report ``event`` to the manager, as the provider would."""
         self.fake.emit(event)
 
     def emit_then_raise(
         self, method: MethodName, event: TransportEvent, exc: BaseException
     ) -> None:
+        """The next call of ``method`` reports ``event``, then raises ``exc``."""
         self.fake.emit_then_raise(method, event, exc)
 
 

@@ -397,6 +397,7 @@ class OpenAIRealtimeTransport:
 
     @property
     def model(self) -> str:
+        """The model the next connection asks for (a config's ``model`` wins)."""
         return self._model
 
     @property

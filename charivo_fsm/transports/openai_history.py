@@ -112,6 +112,7 @@ class ConversationHistory:
         return len(self.items())
 
     def clear(self) -> None:
+        """Forget the whole conversation (a new session starts)."""
         self._entries.clear()
 
     # ---------------------------------------------------------- recording
@@ -151,6 +152,7 @@ class ConversationHistory:
         ]
 
     def add_user_text(self, text: str) -> None:
+        """A user text message was sent."""
         self._append(_Entry("user", text=text))
 
     def reserve_user_audio(self, item_id: str) -> None:
@@ -165,6 +167,7 @@ class ConversationHistory:
             self._trim()  # the entry now counts towards the bound
 
     def user_transcript(self, item_id: str | None, text: str) -> None:
+        """The transcript of a user audio turn arrived (it is replayed as text)."""
         entry = self._find("user", item_id)
         if entry is None:
             self._append(_Entry("user", key=item_id, text=text))
@@ -182,11 +185,13 @@ class ConversationHistory:
         return entry
 
     def assistant_delta(self, item_id: str | None, text: str) -> None:
+        """A piece of an assistant message's text or transcript."""
         entry = self._assistant(item_id)
         if entry is not None:
             self._set_text(entry, entry.text + text)
 
     def assistant_final(self, item_id: str | None, text: str) -> None:
+        """An assistant message's final text (from ``response.done``)."""
         if not text:
             return  # keep what the deltas said (a cancelled item may come back empty)
         entry = self._assistant(item_id)
@@ -194,16 +199,20 @@ class ConversationHistory:
             self._set_text(entry, text)
 
     def assistant_audio(self, item_id: str, ms: int) -> None:
+        """``ms`` more milliseconds of audio arrived for the assistant item ``item_id``."""
         entry = self._assistant(item_id)
         if entry is not None:
             entry.audio_ms = ms
 
     def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        """The item was truncated at ``audio_end_ms``: its replayed text keeps the share
+        of the words that was heard."""
         entry = self._find("assistant", item_id)
         if entry is not None:
             entry.heard_ms = audio_end_ms
 
     def add_call(self, call_id: str, name: str, arguments: str) -> None:
+        """The model called a function."""
         if self._find("function_call", call_id) is not None:
             return
         entry = _Entry("function_call", key=call_id)
@@ -211,6 +220,7 @@ class ConversationHistory:
         self._append(entry)
 
     def add_output(self, call_id: str, output: str) -> None:
+        """A function call's output was sent."""
         if self._find("function_call", call_id) is None:
             return
         entry = _Entry("function_call_output", key=call_id, text=output)

@@ -252,10 +252,14 @@ class OpenAIRealtimeProtocol:
 
     @property
     def output_format(self) -> AudioFormatSpec:
+        """The session's output audio format: the latest one ``session.updated``
+        acknowledged (PCM16 24 kHz until one does); audio deltas are counted in it."""
         return self._output_format
 
     @property
     def input_format(self) -> AudioFormatSpec:
+        """The input audio format ``send_audio`` checks against: the latest one sent in
+        a ``session.update`` (back to the acknowledged one if it is refused)."""
         return self._input_format
 
     def audio_received_ms(self, item_id: str) -> int | None:
@@ -343,6 +347,7 @@ class OpenAIRealtimeProtocol:
         self._request_response()
 
     def clear_audio(self) -> None:
+        """Push to talk: drop the input audio not yet committed."""
         self._queue({"type": "input_audio_buffer.clear"})
 
     def send_tool_result(self, call_id: str, output: Mapping[str, Any]) -> None:
