@@ -79,9 +79,22 @@ def test_check_fails_with_a_shrunk_counterexample(
     assert main(["check", "--examples", "200", "--seed", "1"]) == 1
     out = capsys.readouterr().out
     assert "asyncio: FAILED at example" in out
-    assert "violated [D11] errors_are_announced: " in out
+    assert "violated [D11] error_event_ends_the_audio: " in out
     assert "shrunk counterexample" in out
     assert "1. [t=0] " in out
     assert "transport emits ErrorEvent(RuntimeError('provider error'))" in out
     assert "trio: not run" in out
     assert out.rstrip().splitlines()[-1].startswith("FAILED: ")
+
+
+OPENAI = "charivo_fsm.testing.suite_openai:openai_transport_factory"
+
+
+def test_check_passes_over_the_openai_transport_and_the_local_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check", "--examples", "20", "--seed", "1", "--transport", OPENAI]) == 0
+    out = capsys.readouterr().out
+    assert f"transport {OPENAI}" in out
+    assert out.rstrip().splitlines()[-1].startswith("passed: ")
+
