@@ -59,9 +59,9 @@ class _AudioModel:
     the engine passed each to the app), the app's reports, the cuts
     (``interrupt()`` accepted, barge-in) and what forgets the items (a lost
     link, the end of the session).  A chunk the engine drops must be audio that
-    was already on its way when its item was cut: a chunk of the item cut last,
-    or one without an item id while the cut still mutes the audio (until the
-    next response or another item); :attr:`problem` says when not.
+    was already on its way when its item was cut: a chunk of an item cut in this
+    session, or one without an item id while the cut still mutes the audio
+    (until the next response or another item); :attr:`problem` says when not.
     """
 
     def __init__(self, ctx: Context) -> None:
@@ -69,8 +69,8 @@ class _AudioModel:
         self.items: dict[str, _Item] = {}
         self.current: str | None = None  # the item being played (its latest chunk)
         self.playing = False  # between tts:audio:start and tts:audio:end
-        self.muted = False  # a cut happened: what is still arriving for it may drop
-        self.last_cut: str | None = None
+        self.muted = False  # a cut happened: audio without an item id may drop
+        self.cut_items: set[str] = set()  # items cut in this session: late audio may drop
         self.owed: list[tuple[str, int, str]] = []  # truncations: item, position, why
         self.problem: str | None = None
         self._chunk: AudioOutputDelta | None = None  # being delivered
@@ -114,7 +114,7 @@ class _AudioModel:
             self._chunk = None
             if self.deltas:
                 self.chunk(chunk.item_id, len(chunk.audio), self._chunk_at)
-            elif not (chunk.item_id == self.last_cut if chunk.item_id is not None else self.muted):
+            elif not (chunk.item_id in self.cut_items if chunk.item_id is not None else self.muted):
                 self.problem = (
                     f"an audio chunk of item {chunk.item_id!r} was dropped, but that item "
                     "was not cut" + (" (and nothing is muted)" if chunk.item_id is None else "")
@@ -164,25 +164,29 @@ class _AudioModel:
         current = self.current
         if not (self.playing or current is not None):
             return  # nothing to cut
-        self.current, self.muted, self.last_cut = None, True, current
+        self.current, self.muted = None, True
+        if current is not None:
+            self.cut_items.add(current)
         played = self.played_ms(current, now) if current is not None else 0
         if current is not None and played < self.received_ms(current):
             if self.ctx.voice:
                 self.owed.append((current, played, why))
         elif reconnecting:
             self.items.clear()
+            self.cut_items.clear()
 
     def forget(self) -> None:
         self.items.clear()
-        self.current, self.muted, self.last_cut = None, False, None
+        self.cut_items.clear()
+        self.current, self.muted = None, False
         self.owed.clear()
 
 
 @_invariant(
     "voice",
     "each audio chunk delivered while a session runs reaches the app at most once, "
-    "byte for byte with its item id, and exactly once unless it belongs to the item "
-    "cut last (audio already on its way); tts:audio:start and tts:audio:end "
+    "byte for byte with its item id, and exactly once unless it belongs to an item "
+    "cut in this session (audio already on its way); tts:audio:start and tts:audio:end "
     "alternate, and no audio is playing once the session is over",
 )
 def audio_reaches_the_app(ctx: Context) -> Generator[None, Observation, None]:
