@@ -1,16 +1,19 @@
 """Tier 5: proof that the property suites bite.
 
 Each *plant* below re-introduces one bug the decisions rule out (most are races
-of the TypeScript original, SEMANTICS §4) by monkeypatching the core or the
-manager at runtime -- no source file is edited, and everything is restored (and
-the declared machines rebound to the real core) when the fixture ends.  The
-test runs the tier-2 stateful test over the pure core and the tier-3 driver
-programs (:mod:`charivo_fsm.testing.suite`) against the planted engine and
-asserts the bug is caught, reporting how many examples each suite needed.
+of the TypeScript original, SEMANTICS §4) by monkeypatching the core, the
+manager or the OpenAI transport at runtime -- no source file is edited, and
+everything is restored (and the declared machines rebound to the real core)
+when the fixture ends.  The test runs what ``charivo-fsm check --examples 500
+--seed 1`` runs -- the tier-3 driver programs (:mod:`charivo_fsm.testing.suite`)
+on asyncio, then on trio, over the fake transport (or the OpenAI transport and
+the local server, for a transport plant) -- against the planted engine, asserts
+that it fails, and reports the example that first failed.
 
 ``pytest tests/test_planted_bugs.py -s`` prints the table that docs/invariants.md
-records; ``CHARIVO_PLANTS_SHRINK=1`` also shrinks each tier-3 counterexample and
-prints it.
+records; ``CHARIVO_PLANTS_SHRINK=1`` also shrinks each counterexample and prints
+it; ``CHARIVO_PLANTS_TIER2=1`` also runs the tier-2 stateful test over the pure
+core against each plant (its column of the table).
 """
 
 from __future__ import annotations
@@ -25,21 +28,26 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from charivo_fsm import core as core_module
-from charivo_fsm.core import Core, Disconnect, Emit
-from charivo_fsm.errors import CharivoTransportError
-from charivo_fsm.events import ErrorEvent, ToolCall
+from charivo_fsm import manager as manager_module
+from charivo_fsm.core import Connect, Core, Disconnect, Emit, RunTool
+from charivo_fsm.errors import CharivoError, CharivoStateError, CharivoTransportError
+from charivo_fsm.events import ErrorEvent, SessionEnded, SessionStarted, StateUpdate, ToolCall
 from charivo_fsm.machines import MACHINES
 from charivo_fsm.manager import RealtimeManager
-from charivo_fsm.testing.suite import SuiteResult, format_steps, run_suite
+from charivo_fsm.testing.suite import BACKENDS, SuiteResult, format_steps, run_suite
+from charivo_fsm.testing.suite_openai import openai_transport_factory
+from charivo_fsm.transports.openai import OpenAIRealtimeTransport
+from charivo_fsm.voice import AudioItems
 
 try:
     from test_core_stateful import CoreMachine
 except ImportError:  # pragma: no cover - another import mode
     from tests.test_core_stateful import CoreMachine
 
+CHECK_EXAMPLES = 500  # `charivo-fsm check --examples 500 --seed 1`, per backend
+CHECK_SEED = 1
+TIER2 = bool(os.environ.get("CHARIVO_PLANTS_TIER2"))
 TIER2_BUDGET = 100  # examples of the stateful core test (40 steps each)
-TIER3_BUDGET = 400  # driver programs (up to 40 steps each) per seed
-TIER3_SEEDS = (1, 2, 3)
 SHRINK = bool(os.environ.get("CHARIVO_PLANTS_SHRINK"))
 
 # --------------------------------------------------------------------- helpers
@@ -76,14 +84,17 @@ class Plant:
     rule: str
     bug: str
     apply: Callable[[pytest.MonkeyPatch], None]
+    transport: str = "fake"  # what check runs over: "fake", or "openai" (--transport)
 
 
 PLANTS: dict[str, Plant] = {}
 
 
-def plant(name: str, rule: str, bug: str) -> Callable[[Callable[[pytest.MonkeyPatch], None]], Any]:
+def plant(
+    name: str, rule: str, bug: str, transport: str = "fake"
+) -> Callable[[Callable[[pytest.MonkeyPatch], None]], Any]:
     def register(apply: Callable[[pytest.MonkeyPatch], None]) -> Any:
-        PLANTS[name] = Plant(name, rule, bug, apply)
+        PLANTS[name] = Plant(name, rule, bug, apply, transport)
         return apply
 
     return register
@@ -283,6 +294,223 @@ def _stop_strands_updates(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(Core, "_settle_waiters", planted_settle)
 
 
+# --------------------------------------------- plants for the obligations (issue 14)
+
+
+@plant("jitter_out_of_bounds", "D6", "the reconnect jitter is twice its bound")
+def _jitter_out_of_bounds(mp: pytest.MonkeyPatch) -> None:
+    next_attempt = Core._next_attempt
+
+    def planted(self: Core) -> None:
+        jitter = self._jitter
+        self._jitter = 2 * jitter  # delay x [1 - 2j, 1 + 2j]
+        try:
+            next_attempt(self)
+        finally:
+            self._jitter = jitter
+
+    mp.setattr(Core, "_next_attempt", planted)
+
+
+@plant("attempts_carry_over", "D6", "a new loss goes on counting the last loop's attempts")
+def _attempts_carry_over(mp: pytest.MonkeyPatch) -> None:
+    next_attempt = Core._next_attempt
+    counted: dict[int, int] = {}
+
+    def planted(self: Core) -> None:
+        if self._attempt == 0 and id(self) in counted:  # a new loop: not reset
+            self._attempt = min(counted[id(self)], len(self._delays) - 1)
+        next_attempt(self)
+        counted[id(self)] = self._attempt
+
+    mp.setattr(Core, "_next_attempt", planted)
+
+
+@plant("reconnect_is_a_new_session", "D6", "a successful reconnect takes a new session id")
+def _reconnect_is_a_new_session(mp: pytest.MonkeyPatch) -> None:
+    commit_recover = Core.commit_recover
+
+    def planted(self: Core) -> None:
+        commit_recover(self)
+        self.session_id = self._new_session_id()
+
+    mp.setattr(Core, "commit_recover", planted)
+
+
+@plant("started_during_recover", "D6", "session.started during a recover says connected")
+def _started_during_recover(mp: pytest.MonkeyPatch) -> None:
+    handle = core_module._EVENT_HANDLERS[SessionStarted]
+
+    def planted(self: Core, event: SessionStarted) -> None:
+        if self.session.state == "active" and self.connection.state == "recovering":
+            self.connection.state = "connected"  # the new link announced itself
+            self._emit_state()
+            return
+        handle(self, event)
+
+    mp.setitem(core_module._EVENT_HANDLERS, SessionStarted, planted)
+
+
+@plant("ended_during_recover", "D6", "session.ended during a reconnect ends the session")
+def _ended_during_recover(mp: pytest.MonkeyPatch) -> None:
+    handle = core_module._EVENT_HANDLERS[SessionEnded]
+
+    def planted(self: Core, event: SessionEnded) -> None:
+        state = self.connection.state
+        if self.session.state == "active" and state in ("backoff", "recovering"):
+            self.connection.state = "connected"  # not ignored: it ends the session
+            try:
+                handle(self, event)
+            finally:
+                if self.connection.state == "connected":
+                    self.connection.state = state
+            return
+        handle(self, event)
+
+    mp.setitem(core_module._EVENT_HANDLERS, SessionEnded, planted)
+
+
+@plant("reconnect_never_exhausts", "D6", "the last failed recover leaves the loop hanging")
+def _reconnect_never_exhausts(mp: pytest.MonkeyPatch) -> None:
+    def planted(self: Core) -> None:
+        pass  # no reconnect:exhausted, no session end: the session stays active forever
+
+    mp.setattr(Core, "exhaust_reconnect", planted)
+
+
+@plant("usage_lost_after_interrupt", "D7", "a completion after an interrupt drops its usage")
+def _usage_lost_after_interrupt(mp: pytest.MonkeyPatch) -> None:
+    def planted(self: Core) -> None:
+        pass  # the tokens were spent, but nobody hears of it
+
+    mp.setattr(Core, "report_usage", planted)
+
+
+@plant("tool_timeout_late", "D8", "a tool's timeout fires a second after its deadline")
+def _tool_timeout_late(mp: pytest.MonkeyPatch) -> None:
+    def planted(
+        token: int, name: str, handler: Any, args: Any, context: Any, timeout: float
+    ) -> RunTool:
+        return RunTool(token, name, handler, args, context, timeout + 1.0)
+
+    mp.setattr(core_module, "RunTool", planted)
+
+
+@plant("state_update_between_sessions", "D9", "a StateUpdate between sessions is applied")
+def _state_update_between_sessions(mp: pytest.MonkeyPatch) -> None:
+    handle = core_module._EVENT_HANDLERS[StateUpdate]
+
+    def planted(self: Core, event: StateUpdate) -> None:
+        if self.session.state in ("idle", "stopped"):  # D18.7 forgotten
+            if event.response_status is not None:
+                self.response.fire(self, "sync_" + str(event.response_status))
+            self._emit_state()
+            return
+        handle(self, event)
+
+    mp.setitem(core_module._EVENT_HANDLERS, StateUpdate, planted)
+
+
+@plant("error_keeps_audio_playing", "D11", "an error event leaves the audio playing")
+def _error_keeps_audio_playing(mp: pytest.MonkeyPatch) -> None:
+    apply_error = Core._apply_error
+
+    def planted(self: Core, error: Any) -> None:
+        runner = self.audio
+        self.audio = _Deaf(runner, "end")  # type: ignore[assignment]
+        try:
+            apply_error(self, error)
+        finally:
+            self.audio = runner
+
+    mp.setattr(Core, "_apply_error", planted)
+
+
+@plant("no_cleanup_disconnect", "D17.13", "a remote end leaves the link open (no disconnect)")
+def _no_cleanup_disconnect(mp: pytest.MonkeyPatch) -> None:
+    def planted(self: Core) -> None:
+        self._cancel(self._connect_op)
+        self._connect_op = None
+        self._cancel(self._link_op)
+        self._link_op = None  # ... and no clean-up disconnect
+
+    mp.setattr(Core, "cleanup_link", planted)
+
+
+@plant("connect_unbounded", "D3", "connect is not bounded by transport_timeout")
+def _connect_unbounded(mp: pytest.MonkeyPatch) -> None:
+    def planted(self: RealtimeManager, effect: Any) -> None:
+        self._spawn(effect.token, self._transport.connect, effect.config)  # no bound
+
+    mp.setitem(manager_module._EXECUTE, Connect, planted)
+
+
+@plant("truncates_played_audio", "voice", "a cut truncates an item already played in full")
+def _truncates_played_audio(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(Core, "unplayed_audio", Core.has_item)
+
+
+@plant("ignores_played_reports", "voice", "truncation ignores the app's mark_played reports")
+def _ignores_played_reports(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(AudioItems, "mark", lambda self, item_id, played_ms: None)
+
+
+@plant("no_barge_in", "voice", "user speech does not cut the assistant's audio")
+def _no_barge_in(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(Core, "_barge_in_enabled", lambda self: False)
+
+
+@plant("send_retried", "D14", "a failed send is sent again (a second response request)")
+def _send_retried(mp: pytest.MonkeyPatch) -> None:
+    send = RealtimeManager._send
+
+    async def planted(self: RealtimeManager, what: str, call: Any, *args: Any) -> None:
+        try:
+            await send(self, what, call, *args)
+        except CharivoStateError:
+            raise
+        except CharivoError:
+            await send(self, what, call, *args)  # retried: the request goes out twice
+
+    mp.setattr(RealtimeManager, "_send", planted)
+
+
+class _BatchAborted(Exception):
+    pass
+
+
+@plant("listener_aborts_batch", "D1", "a listener failure drops the rest of the batch")
+def _listener_aborts_batch(mp: pytest.MonkeyPatch) -> None:
+    drain = RealtimeManager._drain
+
+    def planted_failed(self: RealtimeManager, name: str, error: BaseException) -> None:
+        raise _BatchAborted(name)
+
+    def planted_drain(self: RealtimeManager) -> None:
+        try:
+            drain(self)
+        except _BatchAborted:
+            self._core.out.clear()  # the effects after the failing emit are lost
+            self._draining = False
+
+    mp.setattr(RealtimeManager, "_listener_failed", planted_failed)
+    mp.setattr(RealtimeManager, "_drain", planted_drain)
+
+
+@plant(
+    "no_replay_on_recover",
+    "transport",
+    "the OpenAI transport's recover does not replay the conversation",
+    transport="openai",
+)
+def _no_replay_on_recover(mp: pytest.MonkeyPatch) -> None:
+    async def planted(self: OpenAIRealtimeTransport, config: Any) -> None:
+        self._require_entered()
+        await self._open(config, replay=False)
+
+    mp.setattr(OpenAIRealtimeTransport, "recover", planted)
+
+
 # ---------------------------------------------------------------------- runners
 
 
@@ -327,38 +555,45 @@ def planted(request: pytest.FixtureRequest) -> Iterator[Plant]:
     _rebind()
 
 
-def _tier3() -> tuple[int | None, SuiteResult | None]:
-    """Run tier-3 programs (seed after seed) until the plant is caught.
-
-    Returns how many programs ran up to and including the first that failed.
-    """
-    spent = 0
-    for seed in TIER3_SEEDS:
-        result = run_suite(backend="trio", examples=TIER3_BUDGET, seed=seed, shrink=SHRINK)
+def _check(chosen: Plant) -> tuple[str | None, SuiteResult | None]:
+    """What ``charivo-fsm check --examples 500 --seed 1`` runs: asyncio, then trio
+    unless asyncio failed.  Returns the backend that failed and its result."""
+    factory = openai_transport_factory if chosen.transport == "openai" else None
+    for backend in BACKENDS:
+        result = run_suite(
+            backend=backend,
+            examples=CHECK_EXAMPLES,
+            seed=CHECK_SEED,
+            factory=factory,
+            shrink=SHRINK,
+        )
         assert result.error is None, result.error
         if result.first_failure is not None:
-            return spent + result.first_failure, result
-        spent += result.examples
+            return backend, result
     return None, None
 
 
 def test_plant_is_caught(planted: Plant) -> None:
-    tier2 = _tier2(TIER2_BUDGET)
-    tier3, result = _tier3()
+    tier2 = _tier2(TIER2_BUDGET) if TIER2 else None
+    backend, result = _check(planted)
     violation = result.violation if result is not None else None
     what = f"{violation.invariant.rule} {violation.invariant.name}" if violation else "-"
+    needed = f"{backend} {result.first_failure}" if result is not None else "not caught"
+    caught_by_tier2 = "-" if not TIER2 else tier2 if tier2 is not None else "not caught"
     print(
-        f"\n| {planted.name} | {planted.rule} | {planted.bug} | "
-        f"{tier2 if tier2 is not None else 'not caught'} | "
-        f"{tier3 if tier3 is not None else 'not caught'} | {what} |"
+        f"\n| `{planted.name}` | {planted.rule} | {planted.bug} | {caught_by_tier2} | "
+        f"{needed} | {what} |"
     )
     if SHRINK and violation is not None:
         print(str(violation))
         print(format_steps(violation.steps))
-    assert tier2 is not None or tier3 is not None, f"{planted.name} was not caught"
+    assert result is not None, (
+        f"{planted.name} was not caught by charivo-fsm check --examples {CHECK_EXAMPLES} "
+        f"--seed {CHECK_SEED}"
+    )
 
 
 def test_plants_are_restored() -> None:
     """After the plants, the real engine passes a short tier-3 run again."""
-    result = run_suite(backend="trio", examples=20, seed=TIER3_SEEDS[0], shrink=False)
+    result = run_suite(backend="trio", examples=20, seed=CHECK_SEED, shrink=False)
     assert result.ok, result.violation or result.error

@@ -365,10 +365,11 @@ def _build_step_strategy() -> SearchStrategy[Step]:
     # Stories: a few steps told as one, that put the engine where the rules are
     # (reach).  Random steps alone seldom line these up: a recover in flight when
     # session.started (or .ended, a loss, an error, a tool call) arrives; a
-    # reconnect that keeps failing; a response interrupted, then completed with
-    # usage; audio playing when an error arrives; audio cut at its played
-    # position by interrupt() or barge-in; a tool running past its timeout; a send
-    # the transport refuses; a start against a link that never answers.  Half of
+    # reconnect that keeps failing; a conversation, then a lost link; a response
+    # interrupted, then completed with usage; audio playing when an error arrives;
+    # audio cut at its played position by interrupt() or barge-in; a tool running
+    # past its timeout; a send the transport refuses; a loss, an end, an error or
+    # a stop during a patch; a start against a link that never answers.  Half of
     # them begin with a start_session, so that a session is likely to run.
     lost_now = ConnectionLost(cause="network")
     error_now = ErrorEvent(RuntimeError("provider error"))
@@ -395,6 +396,10 @@ def _build_step_strategy() -> SearchStrategy[Step]:
         lambda event, wait: told(DuringNext("recover", event), Deliver(lost_now), Advance(wait)),
         st.one_of(st.sampled_from((SessionStarted(), SessionEnded())), lost_link_event),
         st.sampled_from((1.0, 0.5, 5.0)),
+    )
+    conversation_story = st.builds(
+        lambda wait: told(Send("send_message"), Advance(0.5), Deliver(lost_now), Advance(wait)),
+        st.sampled_from((1.0, 5.0)),
     )
     failing_recover_story = st.builds(
         lambda action, wait: told(
@@ -443,17 +448,35 @@ def _build_step_strategy() -> SearchStrategy[Step]:
         st.sampled_from(("slow", "overtime", "lagging")),
         st.sampled_from((1.5, 0.5, 3.0)),
     )
+    refused_result = told(
+        Fault("send_tool_result", "fail_once"),
+        Deliver(ToolCall(name="quick", args={"n": 1}, call_id="c2")),
+    )
     refused_send_story = st.sampled_from(
         (
-            told(
-                Fault("send_tool_result", "fail_once"),
-                Deliver(ToolCall(name="quick", args={"n": 1}, call_id="c2")),
-            ),
+            refused_result,
+            refused_result,
             *(
                 told(Fault(method, "fail_once"), Send(command))
                 for method, command in _REFUSED_SENDS
             ),
         )
+    )
+    patch_story = st.builds(
+        lambda seconds, voice, event: told(
+            Fault("update_session", "delay", seconds), UpdateSession(voice), event, Advance(2.0)
+        ),
+        st.sampled_from((1.0, 0.5)),
+        voices,
+        st.sampled_from(
+            (
+                Deliver(lost_now),
+                Deliver(SessionEnded()),
+                Deliver(error_now),
+                StopSession(),
+                UpdateSession(VOICES[1]),
+            )
+        ),
     )
     hanging_start_story = st.builds(
         lambda wait: told(Fault("connect", "hang"), StartSession(VOICES[0]), Advance(wait)),
@@ -465,6 +488,10 @@ def _build_step_strategy() -> SearchStrategy[Step]:
             recover_story,
             recover_story,
             failing_recover_story,
+            failing_recover_story,
+            conversation_story,
+            patch_story,
+            patch_story,
             interrupted_story,
             interrupted_story,
             error_story,
@@ -526,7 +553,7 @@ def _build_step_strategy() -> SearchStrategy[Step]:
         (3, st.builds(Send, st.sampled_from(("send_message", "send_audio_chunk", "interrupt")))),
         (1, st.builds(Send, st.sampled_from(("commit_audio", "clear_audio")))),
         (4, during),
-        (8, story),
+        (10, story),
         (3, st.builds(Deliver, chunk)),
         (1, st.builds(Deliver, speech)),
         (1, played),
