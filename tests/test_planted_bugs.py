@@ -315,7 +315,8 @@ def _jitter_out_of_bounds(mp: pytest.MonkeyPatch) -> None:
 @plant("attempts_carry_over", "D6", "a new loss goes on counting the last loop's attempts")
 def _attempts_carry_over(mp: pytest.MonkeyPatch) -> None:
     next_attempt = Core._next_attempt
-    counted: dict[int, int] = {}
+    begin_start = Core.begin_start
+    counted: dict[int, int] = {}  # by core, within a session (ids are reused later)
 
     def planted(self: Core) -> None:
         if self._attempt == 0 and id(self) in counted:  # a new loop: not reset
@@ -323,7 +324,12 @@ def _attempts_carry_over(mp: pytest.MonkeyPatch) -> None:
         next_attempt(self)
         counted[id(self)] = self._attempt
 
+    def planted_start(self: Core) -> None:
+        counted.pop(id(self), None)
+        begin_start(self)
+
     mp.setattr(Core, "_next_attempt", planted)
+    mp.setattr(Core, "begin_start", planted_start)
 
 
 @plant("reconnect_is_a_new_session", "D6", "a successful reconnect takes a new session id")
