@@ -1134,6 +1134,13 @@ class Core:
         self._cleanup_disconnect()
 
     def _cleanup_disconnect(self) -> None:
+        if self._cleanup_op is not None:
+            # One is still pending.  Lifecycle calls run one at a time in effect
+            # order (D18.6), so nothing asked for after it (a start's connect, a
+            # recover) has reached the transport: that pending call closes every
+            # link there is, and clean-ups merge instead of queueing behind each
+            # other (a stop adopts it, D4, D15).
+            return
         token = self._cleanup_op = self._op(self._on_cleanup_ok, self._on_cleanup_failed)
         self.out.append(Disconnect(token, True))
 
