@@ -40,8 +40,10 @@ demo: $(DEMO_STAMP)
 	$(BIN)/charivo-fsm demo
 
 # The benchmarks run in .venv-bench: the package plus workload g's floor (websockets)
-# and peer (openai-agents), which are no dependencies of the package.
-# BENCH_ARGS="--quick --only g": workload g alone, small, in under a minute.
+# and peer (openai-agents), which are no dependencies of the package. a-f also run the
+# charivo_fsm of commit 839d7a2 (git archive; --baseline REV or none), interleaved.
+# BENCH_ARGS="--quick": everything small, writes nothing; "--quick --only g": workload g
+# alone, small, in under a minute.
 BENCH := .venv-bench
 $(BENCH)/.installed: pyproject.toml benchmarks/requirements.txt
 	$(PYTHON) -m venv $(BENCH)

@@ -22,7 +22,12 @@ g. voice sessions per core: N live sessions over the real transport against the
 Floors measured in the same runs: bare ``emit`` calls for a, bare anyio tasks for b
 and d, the bare ``websockets`` client for g.
 
-Every figure of a-f is the median of 5 runs after a warm-up (min-max spread), of g
-the median of 3.  The tables are printed, written to ``benchmarks/results.json`` and
-into ``docs/performance.md``.  Timing lives here only, never in the unit tests.
+Baseline measured in the same run (``--baseline REV``, default ``839d7a2``): the
+``charivo_fsm`` of that commit runs a-f too, its runs interleaved with the working
+tree's, each run of either in a fresh process (``baseline``, ``child``).
+
+Every figure of a-f is the median of 5 runs, each a process of its own with a warm-up
+(min-max spread), of g the median of 3.  The tables are printed, written to
+``benchmarks/results.json``, into ``docs/performance.md`` and into the README's compact
+table.  Timing lives here only, never in the unit tests.
 """

@@ -21,7 +21,7 @@ from charivo_fsm.events import (
 )
 from charivo_fsm.testing import FakeTransport
 
-BACKEND = "asyncio"
+from .settings import BACKEND
 
 
 def run(fn: Any, *args: Any) -> Any:

@@ -11,10 +11,7 @@ from charivo_fsm.events import AssistantResponseStarted, AssistantTextDelta
 from charivo_fsm.testing import FakeTransport
 
 from .common import CountingEmitter, Stopwatch, fresh_heap, mix, quiet_logger
-
-EVENTS = 1_000_000
-DRAIN_EVERY = 1_000
-DELTAS = 100_000
+from .settings import DELTAS, EVENTS
 
 
 class RecordingNames:

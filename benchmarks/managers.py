@@ -9,8 +9,7 @@ from charivo_fsm import create_realtime_manager
 from charivo_fsm.testing import FakeTransport
 
 from .common import THREE_TOOLS, Stopwatch, fresh_heap
-
-MANAGERS = 10_000
+from .settings import MANAGERS
 
 
 def create_managers(count: int = MANAGERS) -> dict[str, float]:

@@ -10,8 +10,7 @@ from charivo_fsm import create_realtime_manager
 from charivo_fsm.testing import FakeTransport
 
 from .common import Stopwatch, fresh_heap, quiet_logger
-
-UPDATES = 10_000
+from .settings import UPDATES
 
 
 async def concurrent_updates(count: int = UPDATES) -> dict[str, Any]:

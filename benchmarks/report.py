@@ -1,4 +1,5 @@
-"""The result table: rows, plain-text rendering, Markdown rendering, README update."""
+"""The result tables: rows, plain-text rendering, Markdown rendering (the full tables of
+docs/performance.md, the compact one of the README), the update of a page's block."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from typing import Any
 
 BEGIN = "<!-- benchmarks:begin (written by `make bench`) -->"
 END = "<!-- benchmarks:end -->"
+
+# "No regression" against the baseline: not worse than the baseline's worst run by more
+# than this (see Row.no_regression).
+NOISE = 0.05
 
 
 @dataclass
@@ -33,6 +38,20 @@ class Row:
     floor_values: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
     ratio_target: float | None = None
+    # The same figure of the baseline package (``--baseline``, the engine of an earlier
+    # commit), run i of the baseline run right after run i of the working tree.
+    baseline_values: list[float] = field(default_factory=list)
+    baseline_cpu_values: list[float] = field(default_factory=list)
+    baseline_ratios: list[float] = field(default_factory=list)
+    # A rate (b): higher is better; every other compared row: lower is better.
+    higher_is_better: bool = False
+    # False for counts and flags (d2, d3): no "× baseline".
+    compare: bool = True
+    # Issue 12's target against the baseline: ("at_least", 1.5) (× baseline, rate over
+    # rate) or ("no_regression", NOISE).
+    baseline_target: tuple[str, float] | None = None
+    # Shown in the README's compact table.
+    readme: bool = False
 
     @property
     def median(self) -> float:
@@ -43,13 +62,66 @@ class Row:
         return statistics.median(self.ratios) if self.ratios else None
 
     @property
-    def met(self) -> bool | None:
-        results: list[bool] = []
+    def vs_baseline(self) -> float | None:
+        """Median over the runs of this run's figure over the baseline's figure of the
+        run right after it (> 1 is slower for a time or a cost, faster for a rate)."""
+        return _paired(self.values, self.baseline_values) if self.compare else None
+
+    @property
+    def vs_baseline_cpu(self) -> float | None:
+        """:attr:`vs_baseline` from the CPU-time figures (less moved by other load)."""
+        return _paired(self.cpu_values, self.baseline_cpu_values) if self.compare else None
+
+    @property
+    def targets(self) -> list[tuple[str, bool | None]]:
+        """Every target of the row and whether it is met (None: not measured)."""
+        found: list[tuple[str, bool | None]] = []
         if self.check is not None:
-            results.append(self.check(self.median))
-        if self.ratio_target is not None and self.ratio is not None:
-            results.append(self.ratio <= self.ratio_target)
+            found.append((self.target, self.check(self.median) if self.values else None))
+        elif self.target not in ("(info)", "") and self.ratio_target is None:
+            found.append((self.target, None))
+        if self.ratio_target is not None:
+            met = self.ratio <= self.ratio_target if self.ratio is not None else None
+            found.append((f"≤ {self.ratio_target:g}× floor", met))
+        if self.baseline_target is not None:
+            kind, limit = self.baseline_target
+            if kind == "at_least":
+                vs = self.vs_baseline
+                found.append((f"≥ {limit:g}× baseline", vs >= limit if vs is not None else None))
+            else:
+                found.append(("no regression", self.no_regression))
+        return found
+
+    @property
+    def no_regression(self) -> bool | None:
+        """Within the run's own noise: the median is no worse than the baseline's worst
+        run by more than NOISE (≤ max × 1.05 for a time or a cost, ≥ min ÷ 1.05 for a
+        rate)."""
+        if not self.baseline_values or not self.values:
+            return None
+        if self.higher_is_better:
+            return self.median >= min(self.baseline_values) / (1 + NOISE)
+        return self.median <= max(self.baseline_values) * (1 + NOISE)
+
+    @property
+    def met(self) -> bool | None:
+        results = [met for _text, met in self.targets if met is not None]
         return all(results) if results else None
+
+    @property
+    def target_text(self) -> str:
+        texts = [text for text, _met in self.targets]
+        return "; ".join(texts) if texts else self.target
+
+    @property
+    def met_text(self) -> str:
+        met = self.met
+        if met is None:
+            return "—"
+        if met:
+            return "yes"
+        missed = [text for text, ok in self.targets if ok is False]
+        return "**no**" + (f" ({'; '.join(missed)})" if len(self.targets) > 1 else "")
 
     def fmt(self, value: float) -> str:
         if self.digits == 0:
@@ -72,9 +144,23 @@ class Row:
             "ratio_to_floor": self.ratio,
             "ratio_runs": self.ratios or None,
             "original": self.original,
-            "target": self.target,
+            "target": self.target_text,
             "met": self.met,
+            "baseline_median": (
+                statistics.median(self.baseline_values) if self.baseline_values else None
+            ),
+            "baseline_runs": self.baseline_values or None,
+            "baseline_cpu_time_runs": self.baseline_cpu_values or None,
+            "baseline_ratio_runs": self.baseline_ratios or None,
+            "vs_baseline": self.vs_baseline,
+            "vs_baseline_cpu_time": self.vs_baseline_cpu,
+            "targets": [{"target": text, "met": met} for text, met in self.targets],
         }
+
+
+def _paired(values: Sequence[float], bases: Sequence[float]) -> float | None:
+    pairs = [value / base for value, base in zip(values, bases, strict=False) if base]
+    return statistics.median(pairs) if pairs else None
 
 
 def _cells(row: Row) -> list[str]:
@@ -82,7 +168,11 @@ def _cells(row: Row) -> list[str]:
     cpu = row.fmt(statistics.median(row.cpu_values)) if row.cpu_values else "—"
     floor = row.fmt(statistics.median(row.floor_values)) if row.floor_values else "—"
     ratio = f"{row.ratio:.2f}×" if row.ratio is not None else "—"
-    met = {True: "yes", False: "**no**", None: "—"}[row.met]
+    if row.baseline_values:
+        base = row.fmt(statistics.median(row.baseline_values))
+        base += f" ({row.fmt(min(row.baseline_values))}–{row.fmt(max(row.baseline_values))})"
+    else:
+        base = "—"
     return [
         row.workload,
         f"{row.measure} ({row.unit})",
@@ -91,10 +181,17 @@ def _cells(row: Row) -> list[str]:
         cpu,
         floor,
         ratio,
+        base,
+        _vs(row) + (f" (CPU {row.vs_baseline_cpu:.2f}×)" if row.vs_baseline_cpu else ""),
         row.original,
-        row.target,
-        met,
+        row.target_text,
+        row.met_text,
     ]
+
+
+def _vs(row: Row) -> str:
+    vs = row.vs_baseline
+    return f"{vs:.2f}×" if vs is not None else "—"
 
 
 HEADER = [
@@ -105,6 +202,8 @@ HEADER = [
     "CPU-time median",
     "floor",
     "× floor",
+    "baseline median (min–max)",
+    "× baseline",
     "original (Node 20)",
     "target",
     "met",
@@ -137,13 +236,32 @@ def readme_block(rows: Sequence[Row], machine: dict[str, Any]) -> str:
             "",
             f"Measured on {machine['date']}: `{machine['arch']}`, {machine['cpus']} CPUs, "
             f"{machine['python']}, {machine['backend']} backend, median of "
-            f"{machine['runs']} runs after a warm-up (`make bench` took "
-            f"{machine['seconds']:.0f} s{_load(machine)}).",
+            f"{machine['runs']} runs{_method(machine)} (`make bench` took "
+            f"{machine['seconds']:.0f} s{_load(machine)}). {_baseline(machine)}",
             "",
             markdown_table(rows),
             "",
             END,
         ]
+    )
+
+
+def _method(machine: dict[str, Any]) -> str:
+    if machine.get("subprocess_runs"):
+        return ", each in a fresh process after a warm-up at a tenth of the size"
+    return " after a warm-up"
+
+
+def _baseline(machine: dict[str, Any]) -> str:
+    base = machine.get("baseline")
+    if not base:
+        return "No baseline was run (× baseline: —)."
+    return (
+        f"Baseline: `charivo_fsm` of commit `{base['rev']}` ({base['date']}), its runs "
+        "interleaved with the working tree's (current, baseline, current, ...); × baseline "
+        "is the median of each run's figure over the baseline run right after it (a time "
+        "or cost: below 1 is faster; a rate: above 1 is faster); no regression: not worse "
+        f"than the baseline's worst run by more than {NOISE:.0%}."
     )
 
 
@@ -270,3 +388,87 @@ def voice_block(g: dict[str, Any], machine: dict[str, Any]) -> str:
         G_END,
     ]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------- the README's table
+
+R_BEGIN = "<!-- benchmarks-readme:begin (written by `make bench`) -->"
+R_END = "<!-- benchmarks-readme:end -->"
+R_SECTION = """## Performance
+
+`make bench` writes this table.
+"""
+
+
+def compact_block(rows: Sequence[Row], g: dict[str, Any] | None, machine: dict[str, Any]) -> str:
+    """The README's table: a line per headline row of a-f and one per session count of
+    g (charivo's figures and its ratios to the floor and the peer), from one run."""
+    base = machine.get("baseline")
+    against = f"× `{base['rev']}`" if base else "× baseline"
+    load = machine.get("load_average")
+    lines = [
+        R_BEGIN,
+        "",
+        f"One `make bench` run on {machine['date']} (`{machine['arch']}`, "
+        f"{machine['cpus']} CPUs, {machine['python']}"
+        + (f", load average {load[0]:.1f} at the end" if load else "")
+        + f"; {machine['seconds'] / 60:.0f} min). a–f: medians of {machine['runs']} runs; "
+        "× floor: the time over the floor's in the same runs; "
+        + (
+            f"{against}: the figure over the same figure of the engine of commit "
+            f"`{base['rev']}`, runs interleaved (a time: below 1 is faster; a rate: "
+            "above 1 is faster); no regression: no worse than that engine's worst run "
+            f"+ {NOISE:.0%}."
+            if base
+            else "no baseline engine was run in it."
+        ),
+        "",
+        f"| workload | median | × floor | {against} | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if not row.readme:
+            continue
+        ratio = f"{row.ratio:.1f}×" if row.ratio is not None else "—"
+        lines.append(
+            f"| {row.workload}: {row.measure} | {row.fmt(row.median)} {row.unit} | {ratio} | "
+            f"{_vs(row)} | {row.target_text} | {row.met_text} |"
+        )
+    if g is not None:
+        lines += [
+            "",
+            "g. Live voice sessions over the real transport, client process only: "
+            "charivo's CPU per session-second, over the bare `websockets` floor's and "
+            "the `openai-agents` peer's in the same runs.",
+            "",
+            "| sessions | CPU ms per session-second | × floor | × peer | event lag p99 | "
+            "keeps up |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, summary in g["summary"].items():
+            sessions, kind = key.split(":")
+            if kind != "charivo":
+                continue
+            ratios = g["ratios"].get(sessions, {})
+            cpu = summary["cpu_per_session_s"]
+            floor = _f(ratios.get("to_floor"))
+            peer = _f(ratios.get("to_peer"))
+            lines.append(
+                f"| {sessions} | {_f(cpu * 1000 if cpu is not None else None, 2)} | "
+                f"{floor}{'×' if floor != '—' else ''} | {peer}{'×' if peer != '—' else ''} | "
+                f"{_f(summary['lag_p99_ms'], 1)} ms | "
+                f"{'yes' if summary['kept_up'] else '**no**'} |"
+            )
+        kept = g["max_kept_up"]
+        lines += [
+            "",
+            "Most sessions that kept up with real time (event lag p99 ≤ 50 ms): "
+            + ", ".join(f"{kind} {n or 'none'}" for kind, n in kept.items())
+            + f" (of the sizes run: {', '.join(_sizes_run(g))}).",
+        ]
+    lines += ["", R_END]
+    return "\n".join(lines)
+
+
+def _sizes_run(g: dict[str, Any]) -> list[str]:
+    return sorted({key.split(":")[0] for key in g["summary"]}, key=int)

@@ -13,8 +13,8 @@ from charivo_fsm import RealtimeManager, create_realtime_manager
 from charivo_fsm.testing import FakeTransport
 
 from .common import CYCLE, fresh_heap, quiet_logger
+from .settings import SESSIONS
 
-SESSIONS = 1_000
 RATE = 50.0  # events per second and session
 DURATION = 10.0  # seconds of wall time
 

@@ -8,8 +8,7 @@ from charivo_fsm import create_realtime_manager
 from charivo_fsm.events import ToolCall
 
 from .common import COUNT_TOOL, CountingTransport, Stopwatch, fresh_heap, quiet_logger
-
-CALLS = 100_000
+from .settings import CALLS
 
 
 def _calls(count: int) -> list[ToolCall]:
