@@ -23,12 +23,35 @@ Rules of this file:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import attrs
 
+from . import core_connection as _connection
+from . import core_events as _events
+from . import core_tools as _tools
 from .config import build_realtime_session_config, merge_config, with_tools
+from .core_events import _BETWEEN_SESSIONS, _RECONNECTING
+from .core_tools import _ToolCallRecord
+from .effects import (
+    Cancel,
+    Connect,
+    Disconnect,
+    Effect,
+    Emit,
+    Log,
+    OpTimeout,
+    Patch,
+    Project,
+    Recover,
+    RunTool,
+    SendToolResult,
+    Settle,
+    Sleep,
+    Truncate,
+    _tuple_new,
+)
 from .errors import (
     CharivoError,
     CharivoStateError,
@@ -64,38 +87,19 @@ from .model import (
     ConnectionState,
     RealtimeSessionConfig,
     RealtimeState,
-    RealtimeToolContext,
     ResponseState,
     ResponseStatus,
     SessionState,
     SessionStatus,
-    ToolHandler,
 )
 from .payloads import (
-    AssistantStartPayload,
-    AudioDeltaPayload,
-    EmptyPayload,
     ErrorPayload,
-    LipsyncPayload,
-    RateLimitsPayload,
-    ReconnectAttemptPayload,
-    ReconnectExhaustedPayload,
-    ReconnectSuccessPayload,
     SessionBoundaryPayload,
-    SpeechStartPayload,
-    SpeechStopPayload,
-    TextPayload,
-    ToolCallPayload,
-    ToolErrorPayload,
-    ToolResultPayload,
-    TranscriptDeltaPayload,
-    UsagePayload,
     lipsync_payload,
     state_payload,
-    text_payload,
 )
-from .tools import ToolRegistry, check_tool_output, validate_tool_arguments
-from .voice import AudioItems, bytes_per_ms
+from .tools import ToolRegistry
+from .voice import AudioItems
 from .wire import structure_config
 
 __all__ = [
@@ -118,131 +122,12 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------
-# Effects
-# --------------------------------------------------------------------------
-
-
-class Emit(NamedTuple):
-    """Call the emitter: ``emitter.emit(name, payload)``."""
-
-    name: str
-    payload: Any
-
-
-class Log(NamedTuple):
-    """Write one log record (``context["event"]`` is ``event``)."""
-
-    level: int
-    message: str
-    context: dict[str, Any]
-
-
-class Connect(NamedTuple):
-    token: int
-    config: RealtimeSessionConfig
-
-
-class Patch(NamedTuple):
-    token: int
-    config: RealtimeSessionConfig
-
-
-class Recover(NamedTuple):
-    token: int
-    config: RealtimeSessionConfig
-
-
-class Disconnect(NamedTuple):
-    token: int
-    cleanup: bool  # True: after a remote end / failure; the outcome is only logged
-
-
-class Sleep(NamedTuple):
-    token: int
-    delay: float
-
-
-class RunTool(NamedTuple):
-    token: int
-    name: str
-    handler: ToolHandler
-    args: dict[str, Any]
-    context: RealtimeToolContext
-    timeout: float
-
-
-class SendToolResult(NamedTuple):
-    token: int
-    call_id: str
-    output: Mapping[str, Any]
-
-
-class Project(NamedTuple):
-    """Run the result projectors for a tool result that was sent."""
-
-    name: str
-    output: Mapping[str, Any]
-    call_id: str
-
-
-class Truncate(NamedTuple):
-    """Truncate the assistant audio item ``item_id`` at ``audio_end_ms`` (a voice
-    transport's ``truncate_audio``); the outcome is only logged."""
-
-    token: int
-    item_id: str
-    audio_end_ms: int
-
-
-class Cancel(NamedTuple):
-    """Cancel the pending effect with this token (its outcome will be ignored)."""
-
-    token: int
-
-
-class Settle(NamedTuple):
-    """Wake a caller waiting on ``ticket``; raise ``error`` there if not None."""
-
-    ticket: Any
-    error: CharivoError | None
-
-
-Effect = (
-    Emit
-    | Log
-    | Connect
-    | Patch
-    | Recover
-    | Disconnect
-    | Sleep
-    | RunTool
-    | SendToolResult
-    | Project
-    | Truncate
-    | Cancel
-    | Settle
-)
-
-
-class OpTimeout(Exception):
-    """Reported by a driver as the failure of an effect that ran out of time."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"timed out after {seconds:g}s")
-        self.seconds = seconds
-
-
-# --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
 
 _CONNECTION_VALUES = {s: ConnectionState(CONNECTION.public[s]) for s in CONNECTION.states}
 _SESSION_VALUES = {s: SessionStatus(SESSION.public[s]) for s in SESSION.states}
 _RESPONSE_VALUES = {s: ResponseStatus(s) for s in RESPONSE.states}
-_RECONNECTING = frozenset({"backoff", "recovering"})
-_BETWEEN_SESSIONS = frozenset({"idle", "stopped"})
-_EMPTY = EmptyPayload()
-_LIPSYNC_ZERO = LipsyncPayload(0.0)
 _LIPSYNC_THRESHOLD = 0.001
 
 # The fields an update may set on the base config (tools come only from the registry).
@@ -255,31 +140,6 @@ _OpCallback = Callable[[Any], None]
 
 def _no_randomness() -> float:
     return 0.5  # the middle of the jitter range: no jitter
-
-
-class _ToolCallRecord:
-    """Bookkeeping for one tool call id until its outcome and sends are done.
-
-    The record is also what its pending operation (the handler, or a send) reports
-    to: ``Core.op_done`` hands the outcome to ``Core._tool_op_done`` with the record,
-    which goes on according to the phase.
-    """
-
-    __slots__ = ("call_id", "name", "output", "phase", "token")
-
-    def __init__(self, name: str, call_id: str, phase: str) -> None:
-        self.name = name
-        self.call_id = call_id
-        self.token = 0
-        # running: the handler runs; sending: the success result is being sent;
-        # failing: the outcome was emitted, the failure result is being sent.
-        self.phase = phase
-        self.output: Mapping[str, Any] | None = None  # the result being sent
-
-
-# ``Emit(name, payload)`` without the Python-level ``__new__`` of a NamedTuple (the
-# same object; the emits of a streamed response are the most frequent effects).
-_tuple_new = tuple.__new__
 
 
 # --------------------------------------------------------------------------
@@ -970,191 +830,24 @@ class Core:
         self._end_with_boundary("error")
 
     # ====================================================== connection effects
-
-    def note_lost_while_connecting(self) -> None:
-        self._cause, self._lost_error = self._input
-        self._log(
-            logging.WARNING,
-            "reconnect.started",
-            "Realtime connection lost while starting",
-            cause=self._cause,
-            connection="connecting",
-        )
-
-    def begin_reconnect(self) -> None:
-        if self.session.state == "active":
-            self._cause, self._lost_error = self._input
-            self._begin_reconnect_loop()
-        # connect_ok from connecting_lost: commit_start begins the loop after
-        # the session has committed (so session:start comes first, D3).
-
-    def _begin_reconnect_loop(self) -> None:
-        self.refresh.fire(self, "lost")
-        if self._lost_error is not None:
-            self._last_error = to_charivo_error("transport", self._lost_error)
-            self._lost_error = None
-        self.response.fire(self, "lost")
-        self.audio.fire(self, "reset")
-        self._emit_state()
-        self._log(
-            logging.WARNING,
-            "reconnect.started",
-            "Realtime reconnect started",
-            cause=self._cause,
-            connection="connecting",
-        )
-        self._cancel_tools("the connection was lost")
-        self._attempt = 0
-        self._recover_error = None
-        self._loop_started = self._clock()
-        self._next_attempt()
-
-    def _next_attempt(self) -> None:
-        self._attempt += 1
-        delay = self._delays[self._attempt - 1]
-        if self._jitter:
-            # Bounded jitter: the configured delay scaled by a factor in
-            # [1 - jitter, 1 + jitter], so sessions dropped together do not retry
-            # in lockstep.
-            delay *= 1.0 + self._jitter * (2.0 * self._random() - 1.0)
-        delay_ms = round(delay * 1000)
-        self._emit(
-            "realtime:reconnect:attempt",
-            ReconnectAttemptPayload(self._attempt, delay_ms, self._cause),
-        )
-        self._log(
-            logging.INFO,
-            "reconnect.attempt",
-            "Realtime reconnect attempt",
-            attempt=self._attempt,
-            delay_ms=delay_ms,
-            cause=self._cause,
-        )
-        token = self._link_op = self._op(self._on_backoff_elapsed, self._on_backoff_elapsed)
-        self.out.append(Sleep(token, delay))
-
-    def _on_backoff_elapsed(self, _value: Any) -> None:
-        self._link_op = None
-        self.connection.fire(self, "backoff_elapsed")
-
-    def start_recover(self) -> None:
-        config = self._effective()
-        self._carry()
-        self._pending = config
-        token = self._link_op = self._op(self._on_recover_ok, self._on_recover_failed)
-        self.out.append(Recover(token, config))
-
-    def _on_recover_ok(self, _value: Any) -> None:
-        self._link_op = None
-        self.connection.fire(self, "recover_ok")
-
-    def _on_recover_failed(self, error: BaseException) -> None:
-        self._link_op = None
-        self._recover_error = self._transport_error(error, "recover")
-        self._recover_cause = self._recover_error if isinstance(error, OpTimeout) else error
-        self.connection.fire(self, "recover_failed")
-
-    def _total_ms(self) -> int:
-        return round((self._clock() - self._loop_started) * 1000)
-
-    def commit_recover(self) -> None:
-        self._accept_base()
-        self._config = self._pending
-        self._last_error = None
-        self._sync_character_id()
-        self._emit_state()
-        total = self._total_ms()
-        self._emit(
-            "realtime:reconnect:success",
-            ReconnectSuccessPayload(self._attempt, total, self._cause),
-        )
-        self._log(
-            logging.INFO,
-            "reconnect.succeeded",
-            "Realtime reconnect succeeded",
-            attempts=self._attempt,
-            total_ms=total,
-            cause=self._cause,
-        )
-        self._settle_waiters(self._carried)
-        self._refresh_if_owed()
-
-    def retry_recover(self) -> None:
-        self._last_error = self._recover_error
-        self._emit_state()
-        self._next_attempt()
-
-    def exhaust_reconnect(self) -> None:
-        last = self._recover_error
-        error = CharivoTransportError(
-            f"Realtime reconnect exhausted after {self._attempt} attempts"
-            + (f": {last.message}" if last is not None else ""),
-            cause=self._recover_cause,
-        )
-        self._last_error = error
-        total = self._total_ms()
-        self._emit(
-            "realtime:reconnect:exhausted",
-            ReconnectExhaustedPayload(self._attempt, total, self._cause, error),
-        )
-        self._log(
-            logging.ERROR,
-            "reconnect.exhausted",
-            "Realtime reconnect exhausted",
-            attempts=self._attempt,
-            total_ms=total,
-            cause=self._cause,
-            error=error.message,
-        )
-        self._cleanup_disconnect()
-        self.session.fire(self, "exhausted")
-
-    def request_disconnect(self) -> None:
-        self._cancel(self._connect_op)
-        self._connect_op = None
-        self._cancel(self._link_op)
-        self._link_op = None
-        cleanup = self._cleanup_op
-        if cleanup is not None and cleanup in self._ops:
-            # A clean-up disconnect is still pending (the start being cancelled was
-            # waiting for it): that call closes the link, so the stop adopts its
-            # outcome instead of queueing a second disconnect behind it (D3, D4).
-            self._ops[cleanup] = (self._on_disconnect_ok, self._on_disconnect_failed)
-            self._cleanup_op = None
-            self._disconnect_op = cleanup
-            return
-        token = self._disconnect_op = self._op(self._on_disconnect_ok, self._on_disconnect_failed)
-        self.out.append(Disconnect(token, False))
-
-    def cleanup_link(self) -> None:
-        self._cancel(self._connect_op)
-        self._connect_op = None
-        self._cancel(self._link_op)
-        self._link_op = None
-        self._cleanup_disconnect()
-
-    def _cleanup_disconnect(self) -> None:
-        if self._cleanup_op is not None:
-            # One is still pending.  Lifecycle calls run one at a time in effect
-            # order (D18.6), so nothing asked for after it (a start's connect, a
-            # recover) has reached the transport: that pending call closes every
-            # link there is, and clean-ups merge instead of queueing behind each
-            # other (a stop adopts it, D4, D15).
-            return
-        token = self._cleanup_op = self._op(self._on_cleanup_ok, self._on_cleanup_failed)
-        self.out.append(Disconnect(token, True))
-
-    def _on_cleanup_ok(self, _value: Any) -> None:
-        self._cleanup_op = None
-
-    def _on_cleanup_failed(self, error: BaseException) -> None:
-        self._cleanup_op = None
-        self._log(
-            logging.WARNING,
-            "transport.error",
-            "Realtime clean-up disconnect failed",
-            error=self._transport_error(error, "disconnect").message,
-        )
+    # (in charivo_fsm/core_connection.py)
+    note_lost_while_connecting = _connection.note_lost_while_connecting
+    begin_reconnect = _connection.begin_reconnect
+    _begin_reconnect_loop = _connection._begin_reconnect_loop
+    _next_attempt = _connection._next_attempt
+    _on_backoff_elapsed = _connection._on_backoff_elapsed
+    start_recover = _connection.start_recover
+    _on_recover_ok = _connection._on_recover_ok
+    _on_recover_failed = _connection._on_recover_failed
+    _total_ms = _connection._total_ms
+    commit_recover = _connection.commit_recover
+    retry_recover = _connection.retry_recover
+    exhaust_reconnect = _connection.exhaust_reconnect
+    request_disconnect = _connection.request_disconnect
+    cleanup_link = _connection.cleanup_link
+    _cleanup_disconnect = _connection._cleanup_disconnect
+    _on_cleanup_ok = _connection._on_cleanup_ok
+    _on_cleanup_failed = _connection._on_cleanup_failed
 
     # ========================================================= refresh effects
 
@@ -1245,110 +938,44 @@ class Core:
         self._held_errors = None
 
     # ======================================================== response effects
-
-    def open_response(self) -> None:
-        self._parts = []
-        self._emit("realtime:assistant:start", AssistantStartPayload(self.snapshot()))
-        self._emit_state()
-
-    def open_response_with_delta(self) -> None:
-        text: str = self._input
-        self._parts = [text]
-        self._emit("realtime:assistant:start", AssistantStartPayload(self.snapshot()))
-        payload = text_payload(text)
-        out = self.out
-        out.append(_tuple_new(Emit, ("realtime:text:delta", payload)))
-        out.append(_tuple_new(Emit, ("realtime:assistant:delta", payload)))
-        self._emit_state()
-
-    def append_delta(self) -> None:
-        text: str = self._input
-        self._parts.append(text)
-        payload = text_payload(text)
-        out = self.out
-        out.append(_tuple_new(Emit, ("realtime:text:delta", payload)))
-        out.append(_tuple_new(Emit, ("realtime:assistant:delta", payload)))
-        self._emit_state()
-
-    def complete_response(self) -> None:
-        event: AssistantResponseCompleted = self._input
-        final = event.text or "".join(self._parts)
-        self._parts = [final]
-        self._report_usage(event)
-        self._emit("realtime:assistant:done", TextPayload(final))
-        self._emit_state()
-
-    def cancel_response(self) -> None:
-        """The service cancelled the response (the user's interrupt or its turn
-        detection): the turn ends interrupted, its text kept, no assistant:done;
-        usage is still reported (D7, §11)."""
-        self._report_usage(self._input)
-        self.audio.fire(self, "end")
-        self._emit_state()
-
-    def report_usage(self) -> None:
-        self._report_usage(self._input)
-
-    def _report_usage(self, event: AssistantResponseCompleted) -> None:
-        if event.usage is None:
-            return
-        self._emit(
-            "realtime:usage",
-            UsagePayload(event.usage, event.model, event.response_id, self.session_id),
-        )
-        self._log(
-            logging.DEBUG,
-            "usage.reported",
-            "Realtime usage reported",
-            model=event.model,
-            response_id=event.response_id,
-        )
-
-    def emit_audio_start(self) -> None:
-        self._emit("tts:audio:start", _EMPTY)
-
-    def emit_audio_end(self) -> None:
-        self._emit("tts:lipsync:update", _LIPSYNC_ZERO)
-        self._emit("tts:audio:end", _EMPTY)
-
-    def note_chunk(self) -> None:
-        event: AudioOutputDelta = self._input
-        voice = self._voice
-        config = self._config
-        voice.bytes_per_ms = bytes_per_ms(None if config is None else config.output_audio_format)
-        voice.chunk(event.item_id, len(event.audio))
-        payload = AudioDeltaPayload(event.audio, event.item_id)
-        self.out.append(_tuple_new(Emit, ("realtime:audio:delta", payload)))
-
-    def truncate_item(self) -> None:
-        item_id, played = self._voice.cut()
-        token = self._op(self._on_truncate_done, self._on_truncate_failed)
-        self.out.append(Truncate(token, item_id, played))
-
-    def _on_truncate_done(self, _value: Any) -> None:
-        pass
-
-    def _on_truncate_failed(self, error: BaseException) -> None:
-        self._log(
-            logging.WARNING,
-            "transport.error",
-            "Realtime audio truncation failed",
-            error=self._transport_error(error, "truncate_audio").message,
-        )
-
-    def forget_item(self) -> None:
-        if self.session.state in _BETWEEN_SESSIONS or self.connection.state in _RECONNECTING:
-            self._voice.clear()
-        else:
-            self._voice.forget_current()
-
-    def record_played(self) -> None:
-        pass  # the position itself is written by ``mark_played`` once accepted
-
-    def drop_input(self) -> None:
-        self._drop(type(self._input).__name__ if self._input is not None else "input")
-
-    # ========================================================= transport events
+    # (response effects and transport events: charivo_fsm/core_events.py)
+    open_response = _events.open_response
+    open_response_with_delta = _events.open_response_with_delta
+    append_delta = _events.append_delta
+    complete_response = _events.complete_response
+    cancel_response = _events.cancel_response
+    report_usage = _events.report_usage
+    _report_usage = _events._report_usage
+    emit_audio_start = _events.emit_audio_start
+    emit_audio_end = _events.emit_audio_end
+    note_chunk = _events.note_chunk
+    truncate_item = _events.truncate_item
+    _on_truncate_done = _events._on_truncate_done
+    _on_truncate_failed = _events._on_truncate_failed
+    forget_item = _events.forget_item
+    record_played = _events.record_played
+    drop_input = _events.drop_input
+    _between_sessions = _events._between_sessions
+    _on_session_started = _events._on_session_started
+    _on_session_ended = _events._on_session_ended
+    _on_connection_lost = _events._on_connection_lost
+    _on_user_transcript = _events._on_user_transcript
+    _on_response_started = _events._on_response_started
+    _on_text_delta = _events._on_text_delta
+    _on_response_completed = _events._on_response_completed
+    _on_audio_started = _events._on_audio_started
+    _on_audio_ended = _events._on_audio_ended
+    _on_lipsync = _events._on_lipsync
+    _on_audio_delta = _events._on_audio_delta
+    _on_speech_started = _events._on_speech_started
+    _barge_in_enabled = _events._barge_in_enabled
+    _on_speech_stopped = _events._on_speech_stopped
+    _on_transcript_delta = _events._on_transcript_delta
+    _on_rate_limits = _events._on_rate_limits
+    _on_tool_result = _events._on_tool_result
+    _on_state_update = _events._on_state_update
+    _on_error = _events._on_error
+    _apply_error = _events._apply_error
 
     def on_event(self, event: Any) -> None:
         """Handle one transport event (D6-D11)."""
@@ -1363,329 +990,21 @@ class Core:
             return
         handler(self, event)
 
-    def _between_sessions(self, event: Any) -> bool:
-        if self.session.state in _BETWEEN_SESSIONS:
-            self._log(
-                logging.DEBUG,
-                "event.dropped",
-                "Realtime event dropped between sessions",
-                input=event.type,
-            )
-            return True
-        return False
-
-    def _on_session_started(self, event: SessionStarted) -> None:
-        # D10: meaningful only for an active, connected session that is neither
-        # reconnecting nor patching; the connection is then already connected,
-        # so nothing changes and nothing is emitted.
-        if not (
-            self.session.state == "active"
-            and self.connection.state == "connected"
-            and self.refresh.state == "idle"
-        ):
-            self._drop(event.type)
-
-    def _on_session_ended(self, event: SessionEnded) -> None:
-        self._input = event
-        self.session.fire(self, "remote_end")
-
-    def _on_connection_lost(self, event: ConnectionLost) -> None:
-        self._input = (event.cause, event.error)
-        self.connection.fire(self, "lost")
-
-    def _on_user_transcript(self, event: UserTranscript) -> None:
-        if not self._between_sessions(event):
-            self._emit("realtime:user:transcript", TextPayload(event.text))
-
-    def _on_response_started(self, event: AssistantResponseStarted) -> None:
-        if not self._between_sessions(event):
-            self.audio.fire(self, "unmute")  # audio of a new response is heard again
-            self.response.fire(self, "started")
-
-    def _on_text_delta(self, event: AssistantTextDelta) -> None:
-        if self.session.state in _BETWEEN_SESSIONS:
-            self._between_sessions(event)
-            return
-        self._input = event.text
-        self.response.fire(self, "delta")
-
-    def _on_response_completed(self, event: AssistantResponseCompleted) -> None:
-        if not self._between_sessions(event):
-            self._input = event
-            self.response.fire(self, "completed")
-
-    def _on_audio_started(self, event: AudioOutputStarted) -> None:
-        if not self._between_sessions(event):
-            self.audio.fire(self, "start")
-
-    def _on_audio_ended(self, event: AudioOutputEnded) -> None:
-        if not self._between_sessions(event):
-            self.audio.fire(self, "end")
-
-    def _on_lipsync(self, event: AudioLipsync) -> None:
-        if self.session.state in _BETWEEN_SESSIONS:
-            self._between_sessions(event)
-            return
-        self._input = event
-        self.audio.fire(self, "level")
-
-    def _on_audio_delta(self, event: AudioOutputDelta) -> None:
-        if self.session.state in _BETWEEN_SESSIONS:
-            self._between_sessions(event)
-            return
-        self._input = event
-        self.audio.fire(self, "chunk")
-
-    def _on_speech_started(self, event: UserSpeechStarted) -> None:
-        if self._between_sessions(event):
-            return
-        self._emit(
-            "realtime:user:speech:start", SpeechStartPayload(event.item_id, event.audio_start_ms)
-        )
-        if self._barge_in_enabled():
-            self.audio.fire(self, "cut")
-
-    def _barge_in_enabled(self) -> bool:
-        """Barge-in applies unless the session's turn detection says speech does not
-        interrupt the model (``interrupt_response=False``) or is manual."""
-        config = self._config
-        detection = None if config is None else config.turn_detection
-        return detection is None or (detection.mode != "manual" and detection.interrupt_response)
-
-    def _on_speech_stopped(self, event: UserSpeechStopped) -> None:
-        if not self._between_sessions(event):
-            self._emit(
-                "realtime:user:speech:stop", SpeechStopPayload(event.item_id, event.audio_end_ms)
-            )
-
-    def _on_transcript_delta(self, event: UserTranscriptDelta) -> None:
-        if not self._between_sessions(event):
-            self._emit(
-                "realtime:user:transcript:delta", TranscriptDeltaPayload(event.text, event.item_id)
-            )
-
-    def _on_rate_limits(self, event: RateLimitsUpdated) -> None:
-        if not self._between_sessions(event):
-            self._emit("realtime:rate_limits", RateLimitsPayload(tuple(event.limits)))
-
-    def _on_tool_result(self, event: ToolResult) -> None:
-        if not self._between_sessions(event):
-            self._emit(
-                "realtime:tool:result", ToolResultPayload(event.name, event.output, event.call_id)
-            )
-
-    def _on_state_update(self, event: StateUpdate) -> None:
-        if self._between_sessions(event):
-            return
-        if event.response_status is not None:
-            self.response.fire(self, "sync_" + str(event.response_status))
-        if event.response_text is not None:
-            self._parts = [event.response_text]
-        self._emit_state()
-
-    def _on_error(self, event: ErrorEvent) -> None:
-        error = to_charivo_error("transport", event.error)
-        if self.session.state == "active" and self.connection.state in _RECONNECTING:
-            self._last_error = error  # D6: no realtime:error while reconnecting
-            self._emit_state()
-        elif self.refresh.state != "idle":
-            held = self._held_errors
-            if held is None:
-                held = self._held_errors = []
-            held.append(error)  # D17.3
-        else:
-            self._apply_error(error)
-
-    def _apply_error(self, error: CharivoError) -> None:
-        """D11: last_error, audio ended, the connection value kept."""
-        self._last_error = error
-        self.audio.fire(self, "end")
-        self._emit("realtime:error", ErrorPayload(error))
-        self._emit_state()
-        self._log(
-            logging.ERROR,
-            "transport.error",
-            "Realtime transport error surfaced",
-            connection=CONNECTION.public[self.connection.state],
-            error=error.message,
-        )
-
     # ============================================================== tool calls
-
-    def _on_tool_call(self, event: ToolCall) -> None:
-        name, call_id = event.name, event.call_id
-        self._emit("realtime:tool:call", ToolCallPayload(name, event.args, call_id))
-        refusal: str | None = None
-        if not call_id:
-            refusal = f'Tool "{name}" is missing a call ID'
-        elif self.session.state != "active":
-            refusal = "Realtime session not active"
-        elif self.connection.state != "connected":
-            refusal = "Realtime session is reconnecting"
-        elif call_id in self._calls:
-            refusal = f'Tool call "{call_id}" is already running'
-        if refusal is not None:
-            self._tool_outcome_error(name, call_id, CharivoStateError(refusal))
-            return
-        assert call_id is not None
-        entry = self.registry.get(name)
-        if entry is None:
-            error = CharivoValidationError(f'No realtime tool registered for "{name}"')
-            self._tool_failed(name, call_id, error)
-            return
-        self._log(
-            logging.DEBUG,
-            "tool.started",
-            "Realtime tool execution started",
-            name=name,
-            call_id=call_id,
-        )
-        try:
-            args = validate_tool_arguments(name, entry.validator, event.args)
-        except CharivoValidationError as invalid:
-            self._tool_failed(name, call_id, invalid)
-            return
-        registration = entry.registration
-        timeout = (
-            registration.timeout if registration.timeout is not None else self._default_tool_timeout
-        )
-        context = RealtimeToolContext(self._character, self.snapshot(), call_id)
-        record = self._calls[call_id] = _ToolCallRecord(name, call_id, "running")
-        token = self._tool_op(record)
-        self.out.append(RunTool(token, name, registration.handler, args, context, timeout))
-
-    def _tool_op(self, record: _ToolCallRecord) -> int:
-        """A token for the operation of ``record``'s current phase (see op_done)."""
-        self._next_token += 1
-        token = record.token = self._next_token
-        self._ops[token] = record
-        return token
-
-    def _tool_op_done(
-        self, record: _ToolCallRecord, error: BaseException | None, value: Any
-    ) -> None:
-        call_id, phase = record.call_id, record.phase
-        if phase == "running":
-            if error is None:
-                self._on_tool_returned(call_id, value)
-            else:
-                self._on_tool_raised(call_id, error)
-        elif phase == "sending":
-            if error is None:
-                assert record.output is not None
-                self._on_tool_sent(call_id, record.output)
-            else:
-                self._on_tool_send_failed(call_id, error)
-        elif error is None:  # failing
-            self._on_tool_send_done(call_id)
-        else:
-            self._on_failure_send_failed(record.name, call_id, error)
-
-    def _tool_outcome_error(self, name: str, call_id: str | None, error: CharivoError) -> None:
-        self._log(
-            logging.WARNING,
-            "tool.failed",
-            "Realtime tool execution failed",
-            name=name,
-            call_id=call_id,
-            error=error.message,
-        )
-        self._emit("realtime:tool:error", ToolErrorPayload(name, error, call_id))
-
-    def _tool_failed(
-        self, name: str, call_id: str, error: CharivoError, sent: str | None = None
-    ) -> None:
-        """The failure path: one tool:error, one failure result sent (D8).
-
-        The model gets ``{"success": False, "error": sent}``; ``sent`` defaults to the
-        error's message (our own words: validation, timeout, a CharivoError the
-        handler raised on purpose)."""
-        self._tool_outcome_error(name, call_id, error)
-        record = self._calls[call_id] = _ToolCallRecord(name, call_id, "failing")
-        token = self._tool_op(record)
-        message = error.message if sent is None else sent
-        self.out.append(SendToolResult(token, call_id, {"success": False, "error": message}))
-
-    def _on_tool_returned(self, call_id: str, output: Any) -> None:
-        record = self._calls[call_id]
-        try:
-            checked = check_tool_output(record.name, output)
-        except CharivoValidationError as invalid:
-            self._tool_failed(record.name, call_id, invalid)
-            return
-        record.phase = "sending"
-        record.output = checked
-        token = self._tool_op(record)
-        self.out.append(SendToolResult(token, call_id, checked))
-
-    def _on_tool_raised(self, call_id: str, error: BaseException) -> None:
-        record = self._calls[call_id]
-        failure: CharivoError
-        if isinstance(error, OpTimeout):
-            failure = CharivoTimeoutError(
-                f'Realtime tool "{record.name}" timed out after {error.seconds:g}s'
-            )
-        elif isinstance(error, CharivoError):
-            failure = error
-        else:
-            # An unexpected exception: its text may hold anything (paths, secrets), so
-            # the model gets a generic message unless tool_error_detail is set; the
-            # detail stays in realtime:tool:error and the log.
-            text = str(error)
-            failure = CharivoError(text if text.strip() else type(error).__name__, cause=error)
-            if not self._tool_error_detail:
-                self._tool_failed(
-                    record.name, call_id, failure, f'Realtime tool "{record.name}" failed'
-                )
-                return
-        self._tool_failed(record.name, call_id, failure)
-
-    def _on_tool_sent(self, call_id: str, output: Mapping[str, Any]) -> None:
-        record = self._calls.pop(call_id)
-        self._emit("realtime:tool:result", ToolResultPayload(record.name, output, call_id))
-        self.out.append(Project(record.name, output, call_id))
-        self._log(
-            logging.INFO,
-            "tool.succeeded",
-            "Realtime tool execution succeeded",
-            name=record.name,
-            call_id=call_id,
-        )
-
-    def _on_tool_send_failed(self, call_id: str, error: BaseException) -> None:
-        record = self._calls.pop(call_id)
-        failure = self._transport_error(error, "send_tool_result")
-        if not isinstance(failure, CharivoTransportError | CharivoTimeoutError):
-            failure = CharivoTransportError(failure.message, cause=failure)
-        self._tool_outcome_error(record.name, call_id, failure)
-
-    def _on_tool_send_done(self, call_id: str) -> None:
-        self._calls.pop(call_id, None)
-
-    def _on_failure_send_failed(self, name: str, call_id: str, error: BaseException) -> None:
-        self._calls.pop(call_id, None)
-        self._log(
-            logging.WARNING,
-            "tool.failed",
-            "Realtime tool failure result could not be sent",
-            name=name,
-            call_id=call_id,
-            error=self._transport_error(error, "send_tool_result").message,
-        )
-
-    def _cancel_tools(self, why: str) -> None:
-        calls, self._calls = self._calls, {}
-        for call_id, record in calls.items():
-            self._cancel(record.token)
-            if record.phase != "failing":
-                self._tool_outcome_error(
-                    record.name,
-                    call_id,
-                    CharivoStateError(f'Realtime tool "{record.name}" was cancelled: {why}'),
-                )
-
-    def running_tool_calls(self) -> int:
-        return len(self._calls)
+    # (in charivo_fsm/core_tools.py)
+    _on_tool_call = _tools._on_tool_call
+    _tool_op = _tools._tool_op
+    _tool_outcome_error = _tools._tool_outcome_error
+    _on_tool_returned = _tools._on_tool_returned
+    _on_tool_raised = _tools._on_tool_raised
+    _on_tool_sent = _tools._on_tool_sent
+    _on_tool_send_failed = _tools._on_tool_send_failed
+    _on_tool_send_done = _tools._on_tool_send_done
+    _on_failure_send_failed = _tools._on_failure_send_failed
+    _cancel_tools = _tools._cancel_tools
+    running_tool_calls = _tools.running_tool_calls
+    _tool_op_done = _tools._tool_op_done
+    _tool_failed = _tools._tool_failed
 
 
 _EVENT_HANDLERS: dict[type, Callable[[Core, Any], None]] = {

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from charivo_fsm import core as core_module
+from charivo_fsm import core_tools
 from charivo_fsm import manager as manager_module
 from charivo_fsm.core import Connect, Core, Disconnect, Emit, RunTool
 from charivo_fsm.errors import CharivoError, CharivoStateError, CharivoTransportError
@@ -399,7 +400,7 @@ def _tool_timeout_late(mp: pytest.MonkeyPatch) -> None:
     ) -> RunTool:
         return RunTool(token, name, handler, args, context, timeout + 1.0)
 
-    mp.setattr(core_module, "RunTool", planted)
+    mp.setattr(core_tools, "RunTool", planted)
 
 
 @plant("state_update_between_sessions", "D9", "a StateUpdate between sessions is applied")
