@@ -99,7 +99,7 @@ from .payloads import (
     state_payload,
 )
 from .tools import ToolRegistry
-from .voice import AudioItems
+from .voice import NO_AUDIO
 from .wire import structure_config
 
 __all__ = [
@@ -288,7 +288,7 @@ class Core:
 
         self._calls: dict[str, _ToolCallRecord] = {}
         self._input: Any = None
-        self._voice = AudioItems(clock)
+        self._voice = NO_AUDIO  # its own AudioItems from the first audio chunk
 
     # ------------------------------------------------------------------ state
 

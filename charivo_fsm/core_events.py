@@ -52,7 +52,7 @@ from .payloads import (
     UsagePayload,
     text_payload,
 )
-from .voice import bytes_per_ms
+from .voice import NO_AUDIO, AudioItems, bytes_per_ms
 
 if TYPE_CHECKING:
     from .core import Core
@@ -142,6 +142,8 @@ def emit_audio_end(self: Core) -> None:
 def note_chunk(self: Core) -> None:
     event: AudioOutputDelta = self._input
     voice = self._voice
+    if voice is NO_AUDIO:
+        voice = self._voice = AudioItems(self._clock)
     config = self._config
     voice.bytes_per_ms = bytes_per_ms(None if config is None else config.output_audio_format)
     voice.chunk(event.item_id, len(event.audio))

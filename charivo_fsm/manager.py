@@ -148,6 +148,8 @@ def _now() -> float:
 
 
 def _check_jitter(value: Any) -> float:
+    if type(value) is float and 0.0 <= value <= 0.5:  # the common case, decided at once
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 0.5:
         raise CharivoValidationError(
             f"reconnect_jitter must be a fraction between 0 and 0.5 (got {value!r})"
@@ -162,6 +164,17 @@ def _applied_hook(
     applies it (its kind, the model it uses), which the state then shows."""
     hook = getattr(transport, "applied_config", None)
     return hook if callable(hook) else None
+
+
+_IDENTS: dict[int, int] = {}
+
+
+def _thread_ident() -> int:
+    """``threading.get_ident()``, one int object per thread (a manager keeps it)."""
+    ident = threading.get_ident()
+    if len(_IDENTS) > 64:  # threads come and go: keep a few
+        _IDENTS.clear()
+    return _IDENTS.setdefault(ident, ident)
 
 
 def _new_session_id() -> str:
@@ -255,7 +268,7 @@ class RealtimeManager:
         self._entered = False
         self._exited = False
         self._lifecycle_queue: list[_Turn] | None = None  # created when first needed
-        self._scopes: dict[int, anyio.CancelScope] = {}
+        self._scopes: dict[int, anyio.CancelScope] | None = None  # created when first needed
         self._draining = False
         # Operations run by workers: queued ones, and every one not finished yet.
         self._ready: deque[_Op] | None = None
@@ -269,7 +282,7 @@ class RealtimeManager:
         self._quiet: anyio.Event | None = None  # set when no clean-up disconnect is pending
         # The event loop the manager runs in (set on entering): transport events from
         # other threads are handed to it.
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = _thread_ident()
         self._loop_token: anyio.lowlevel.EventLoopToken | None = None
         transport.on_event(self._on_transport_event)
 
@@ -717,7 +730,8 @@ class RealtimeManager:
                 op.scope.cancel()
             # else: queued or in its first step -- cancelled when it starts/suspends
             return
-        scope = self._scopes.pop(effect.token, None)
+        scopes = self._scopes
+        scope = None if scopes is None else scopes.pop(effect.token, None)
         if scope is not None:
             scope.cancel()
 
@@ -728,7 +742,10 @@ class RealtimeManager:
             self._core.op_done(token, CharivoStateError("RealtimeManager is not running"))
             return
         scope = anyio.CancelScope()
-        self._scopes[token] = scope
+        scopes = self._scopes
+        if scopes is None:
+            scopes = self._scopes = {}
+        scopes[token] = scope
         tg.start_soon(self._run_op, token, scope, fn, *args)
 
     async def _run_op(
@@ -750,7 +767,9 @@ class RealtimeManager:
                     raise
                 call = args[1] if fn == self._lifecycle else fn
                 error = _as_error(raised, _op_name(call))
-        self._scopes.pop(token, None)
+        scopes = self._scopes
+        if scopes is not None:
+            scopes.pop(token, None)
         if not scope.cancel_called:  # else cancelled by the core: it forgot the token
             self._core.op_done(token, error, value)
             self._drain()

@@ -668,7 +668,11 @@ class ToolRegistry:
                 f"register expects a RealtimeToolRegistration (got {type(registration).__name__})"
             )
         definition = registration.definition
-        if not is_async_callable(registration.handler):
+        entry = _entries_seen.get(id(registration))
+        # A registration is immutable: one seen before has an async handler already.
+        if (entry is None or entry.registration is not registration) and not is_async_callable(
+            registration.handler
+        ):
             raise CharivoValidationError(
                 f'tool "{definition.name}": the handler must be an async function '
                 f"(async def handler(args, context)); got "
@@ -678,7 +682,6 @@ class ToolRegistry:
         validator = compile_schema(definition.parameters, definition.name)
         # A ToolEntry is immutable: registries holding the same registration with the
         # same compiled validator share one (thousands of managers, the same tools).
-        entry = _entries_seen.get(id(registration))
         if (
             entry is None
             or entry.registration is not registration

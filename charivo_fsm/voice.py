@@ -20,6 +20,7 @@ Rules of this file (pure: no I/O; time comes from the clock it is given):
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from .errors import CharivoValidationError
 
@@ -74,6 +75,9 @@ class _Item:
         self.reported: int | None = None  # ms, from mark_played
 
 
+_NONE: dict[Any, Any] = {}  # the empty items of every AudioItems: read, never written
+
+
 class AudioItems:
     """The assistant audio items of one session (see the module docstring)."""
 
@@ -81,9 +85,11 @@ class AudioItems:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
-        self._items: dict[str, _Item] = {}
+        # Both start as the shared empty dict (never written: a manager that plays no
+        # audio keeps no dict of its own) and get their own on the first write.
+        self._items: dict[str, _Item] = _NONE
         self.current: str | None = None
-        self._cut: dict[str, None] = {}  # items cut (latest last): late audio is dropped
+        self._cut: dict[str, None] = _NONE  # items cut (latest last): late audio is dropped
         self.bytes_per_ms = 48
 
     def chunk(self, item_id: str | None, size: int) -> None:
@@ -94,6 +100,8 @@ class AudioItems:
         items = self._items
         item = items.get(item_id)
         if item is None:
+            if items is _NONE:
+                items = self._items = {}
             if len(items) >= MAX_ITEMS:
                 del items[next(iter(items))]
             item = items[item_id] = _Item(self._clock())
@@ -144,6 +152,8 @@ class AudioItems:
 
     def _note_cut(self, item_id: str) -> None:
         cut = self._cut
+        if cut is _NONE:
+            cut = self._cut = {}
         cut[item_id] = None
         if len(cut) > MAX_ITEMS:
             del cut[next(iter(cut))]
@@ -153,6 +163,18 @@ class AudioItems:
         return item_id in self._cut
 
     def clear(self) -> None:
-        self._items.clear()
-        self._cut.clear()
+        self._items = _NONE
+        self._cut = _NONE
         self.current = None
+
+
+def _no_clock() -> float:  # pragma: no cover - NO_AUDIO holds no item to time
+    return 0.0
+
+
+NO_AUDIO = AudioItems(_no_clock)
+"""The audio items of a core that has received no audio yet, shared by every core
+(a manager that plays no audio keeps no items of its own): its readers answer "no
+item"; a core replaces it with an ``AudioItems`` of its own before its first write
+(``chunk``), and nothing else writes to a core's items before that."""
+
