@@ -148,6 +148,29 @@ async def test_interrupt_truncates_at_real_time_playback_without_reports() -> No
         assert manager.state.response.status == ResponseStatus.INTERRUPTED
 
 
+async def test_audio_items_are_per_manager_from_the_first_chunk() -> None:
+    """A core shares one empty set of audio items until its first chunk: the audio of
+    one manager is never seen by another (created before or after it)."""
+    async with live() as (first, first_fake, _), live() as (second, second_fake, _):
+        await play(first_fake, "item_a", 500)
+        second_fake.emit(AssistantResponseStarted())
+        await settle()
+        with pytest.raises(CharivoValidationError):
+            second.mark_played("item_a", 100)  # not an item of the second manager
+        await second.interrupt()
+        await settle()
+        assert second_fake.calls_to("truncate_audio") == []
+        async with live() as (third, third_fake, _):
+            await play(third_fake, "item_c", 200)
+            await third.interrupt()
+            await settle()
+            assert [c[0] for c in third_fake.calls_to("truncate_audio")] == ["item_c"]
+        first.mark_played("item_a", 100)
+        await first.interrupt()
+        await settle()
+        assert first_fake.calls_to("truncate_audio") == [("item_a", 100)]
+
+
 async def test_interrupt_truncates_at_the_reported_position() -> None:
     async with live() as (manager, fake, _emitter):
         await play(fake, "item_a", 1000)

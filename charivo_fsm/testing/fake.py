@@ -207,6 +207,13 @@ class _Script:
         return events
 
 
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(
+            f"unknown transport method {method!r}; expected one of {', '.join(METHODS)}"
+        )
+
+
 def _raiser(exc: ExceptionLike) -> _Behaviour:
     async def behaviour(_call: Call) -> None:
         raise exc
@@ -240,7 +247,9 @@ class FakeTransport:
         """Every transport call, in the order they were entered."""
         self.callbacks: list[EventCallback] = []
         """The callbacks registered with :meth:`on_event`, in registration order."""
-        self._scripts: dict[str, _Script] = {name: _Script() for name in METHODS}
+        # A method's script is made when something is first scripted for it (most
+        # fakes script few methods; a test may make thousands of fakes).
+        self._scripts: dict[str, _Script] = {}
         self._call_waiters: list[tuple[str, int, anyio.Event]] = []
         if emit_session_started_on_connect:
             self.emit_on("connect", SessionStarted())
@@ -280,12 +289,11 @@ class FakeTransport:
     # --------------------------------------------------------------- scripting
 
     def _script(self, method: str) -> _Script:
-        try:
-            return self._scripts[method]
-        except KeyError:
-            raise ValueError(
-                f"unknown transport method {method!r}; expected one of {', '.join(METHODS)}"
-            ) from None
+        script = self._scripts.get(method)
+        if script is None:
+            _check_method(method)
+            script = self._scripts[method] = _Script()
+        return script
 
     def _add(self, method: MethodName, behaviour: _Behaviour, *, once: bool) -> None:
         script = self._script(method)
@@ -368,19 +376,19 @@ class FakeTransport:
         ``method``, or for every method.  Recorded calls are kept."""
         names: tuple[MethodName, ...] = METHODS if method is None else (method,)
         for name in names:
-            self._script(name)  # validates the name
-            self._scripts[name] = _Script()
+            _check_method(name)
+            self._scripts.pop(name, None)
 
     # --------------------------------------------------------------- inspection
 
     def calls_to(self, method: MethodName) -> list[tuple[Any, ...]]:
         """The argument tuples of every recorded call of ``method``, in order."""
-        self._script(method)
+        _check_method(method)
         return [call.args for call in self.calls if call.method == method]
 
     def count(self, method: MethodName) -> int:
         """How many calls of ``method`` were recorded."""
-        self._script(method)
+        _check_method(method)
         return sum(1 for call in self.calls if call.method == method)
 
     def methods(self) -> list[str]:
@@ -406,7 +414,9 @@ class FakeTransport:
         self.calls.append(call)
         if self._call_waiters:
             self._wake_call_waiters()
-        script = self._scripts[method]
+        script = self._scripts.get(method)
+        if script is None:  # nothing scripted for this method
+            return
         behaviour = script.once.popleft() if script.once else script.persistent
         if behaviour is not None:
             await behaviour(call)
