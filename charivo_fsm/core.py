@@ -32,7 +32,7 @@ from . import core_connection as _connection
 from . import core_events as _events
 from . import core_tools as _tools
 from .config import build_realtime_session_config, merge_config, with_tools
-from .core_events import _BETWEEN_SESSIONS, _RECONNECTING
+from .core_events import _BETWEEN_SESSIONS, _CONNECTION_VALUES, _RECONNECTING, _RESPONSE_VALUES
 from .core_tools import _ToolCallRecord
 from .effects import (
     Cancel,
@@ -84,19 +84,20 @@ from .events import (
 from .machines import AUDIO, CONNECTION, MACHINES, REFRESH, RESPONSE, SESSION
 from .model import (
     Character,
-    ConnectionState,
     RealtimeSessionConfig,
     RealtimeState,
     ResponseState,
-    ResponseStatus,
     SessionState,
     SessionStatus,
 )
 from .payloads import (
     ErrorPayload,
+    LipsyncPayload,
     SessionBoundaryPayload,
-    lipsync_payload,
-    state_payload,
+    StatePayload,
+    _new,
+    _set_rms,
+    _set_source,
 )
 from .tools import ToolRegistry
 from .voice import NO_AUDIO
@@ -125,9 +126,7 @@ __all__ = [
 # Helpers
 # --------------------------------------------------------------------------
 
-_CONNECTION_VALUES = {s: ConnectionState(CONNECTION.public[s]) for s in CONNECTION.states}
 _SESSION_VALUES = {s: SessionStatus(SESSION.public[s]) for s in SESSION.states}
-_RESPONSE_VALUES = {s: ResponseStatus(s) for s in RESPONSE.states}
 _LIPSYNC_THRESHOLD = 0.001
 
 # The fields an update may set on the base config (tools come only from the registry).
@@ -196,6 +195,7 @@ class Core:
         "_want",
         "audio",
         "connection",
+        "emits",
         "out",
         "refresh",
         "registry",
@@ -220,6 +220,11 @@ class Core:
         applied: Callable[[RealtimeSessionConfig], RealtimeSessionConfig] | None = None,
     ) -> None:
         self.out: list[Effect] = []
+        # A driver that executes emits as (name, payload) pairs sets this to a list
+        # (the manager does): the most frequent emits (a text delta's, a lipsync
+        # level's) made while ``out`` is empty are appended to it as pairs instead of
+        # to ``out`` as Emit effects; they come before everything in ``out``.
+        self.emits: list[tuple[str, Any]] | None = None
         self._tool_error_detail = tool_error_detail
         self._applied = applied
         self._jitter = reconnect_jitter
@@ -340,22 +345,29 @@ class Core:
         self.out.append(_tuple_new(Emit, (name, payload)))
 
     def _emit_state(self) -> None:
-        # The state is captured now and materialised on first access: the pieces are
-        # immutable, and the text is the first ``count`` parts (later deltas append).
-        connection = _CONNECTION_VALUES[self.connection.state]
+        self.out.append(_tuple_new(Emit, ("realtime:state", self._state_payload())))
+
+    def _state_payload(self) -> StatePayload:
+        """The state now, captured as its pieces and materialised on first access: the
+        pieces are immutable, and the text is the first ``count`` parts (later deltas
+        append to the same list)."""
         session = self._session_snap
         if session is None:
             session = self._session_state()
-        status = _RESPONSE_VALUES[self.response.state]
         parts = self._parts
-        count = len(parts)
-        last_error = self._last_error
-
-        def build() -> RealtimeState:
-            text = parts[0] if count == 1 else "".join(parts[:count])
-            return RealtimeState(connection, session, ResponseState(status, text), last_error)
-
-        self.out.append(_tuple_new(Emit, ("realtime:state", state_payload(build))))
+        payload: StatePayload = _new(StatePayload)
+        _set_source(
+            payload,
+            (
+                _CONNECTION_VALUES[self.connection.state],
+                session,
+                _RESPONSE_VALUES[self.response.state],
+                parts,
+                len(parts),
+                self._last_error,
+            ),
+        )
+        return payload
 
     def _log(self, level: int, event: str, message: str, **context: Any) -> None:
         context["event"] = event
@@ -603,7 +615,13 @@ class Core:
 
     def emit_level(self) -> None:
         event: AudioLipsync = self._input
-        self.out.append(_tuple_new(Emit, ("tts:lipsync:update", lipsync_payload(event.rms))))
+        payload: LipsyncPayload = _new(LipsyncPayload)  # LipsyncPayload(event.rms)
+        _set_rms(payload, event.rms)
+        emits = self.emits
+        if emits is not None and not self.out:
+            emits.append(("tts:lipsync:update", payload))
+        else:
+            self.out.append(_tuple_new(Emit, ("tts:lipsync:update", payload)))
 
     def response_cancelled(self) -> bool:
         event: AssistantResponseCompleted = self._input

@@ -36,7 +36,8 @@ from .events import (
     UserTranscript,
     UserTranscriptDelta,
 )
-from .machines import CONNECTION
+from .machines import AUDIO, CONNECTION, RESPONSE
+from .model import ConnectionState, ResponseStatus
 from .payloads import (
     AssistantStartPayload,
     AudioDeltaPayload,
@@ -46,10 +47,14 @@ from .payloads import (
     RateLimitsPayload,
     SpeechStartPayload,
     SpeechStopPayload,
+    StatePayload,
     TextPayload,
     ToolResultPayload,
     TranscriptDeltaPayload,
     UsagePayload,
+    _new,
+    _set_source,
+    _set_text,
     text_payload,
 )
 from .voice import NO_AUDIO, AudioItems, bytes_per_ms
@@ -61,14 +66,33 @@ if TYPE_CHECKING:
 # Session states between sessions, and connection states of a reconnect.
 _BETWEEN_SESSIONS = frozenset({"idle", "stopped"})
 _RECONNECTING = frozenset({"backoff", "recovering"})
+# The public values of the connection and response machines' states.
+_CONNECTION_VALUES = {s: ConnectionState(CONNECTION.public[s]) for s in CONNECTION.states}
+_RESPONSE_VALUES = {s: ResponseStatus(s) for s in RESPONSE.states}
 _EMPTY = EmptyPayload()
 _LIPSYNC_ZERO = LipsyncPayload(0.0)
+
+# The compiled steps of the most frequent inputs, by state: ``step(core)`` is
+# ``runner.fire(core, trigger)`` without the call of ``fire`` (a missing state refuses;
+# see MachineSpec.steps).
+_RESPONSE_DELTA = RESPONSE.steps("delta")
+_RESPONSE_STARTED = RESPONSE.steps("started")
+_RESPONSE_COMPLETED = RESPONSE.steps("completed")
+_AUDIO_LEVEL = AUDIO.steps("level")
+_AUDIO_UNMUTE = AUDIO.steps("unmute")
 
 
 def open_response(self: Core) -> None:
     self._parts = []
-    self._emit("realtime:assistant:start", AssistantStartPayload(self.snapshot()))
-    self._emit_state()
+    start = AssistantStartPayload(self.snapshot())
+    state = self._state_payload()
+    emits = self.emits
+    out = self.out
+    if emits is not None and not out:  # as pairs (see Core.emits)
+        emits += (("realtime:assistant:start", start), ("realtime:state", state))
+    else:
+        out.append(_tuple_new(Emit, ("realtime:assistant:start", start)))
+        out.append(_tuple_new(Emit, ("realtime:state", state)))
 
 
 def open_response_with_delta(self: Core) -> None:
@@ -84,21 +108,56 @@ def open_response_with_delta(self: Core) -> None:
 
 def append_delta(self: Core) -> None:
     text: str = self._input
-    self._parts.append(text)
-    payload = text_payload(text)
+    parts = self._parts
+    parts.append(text)
+    payload: TextPayload = _new(TextPayload)  # TextPayload(text)
+    _set_text(payload, text)
+    # self._state_payload(), in line (the most frequent input of all)
+    session = self._session_snap
+    if session is None:
+        session = self._session_state()
+    state: StatePayload = _new(StatePayload)
+    _set_source(
+        state,
+        (
+            _CONNECTION_VALUES[self.connection.state],
+            session,
+            _RESPONSE_VALUES[self.response.state],
+            parts,
+            len(parts),
+            self._last_error,
+        ),
+    )
+    emits = self.emits
     out = self.out
-    out.append(_tuple_new(Emit, ("realtime:text:delta", payload)))
-    out.append(_tuple_new(Emit, ("realtime:assistant:delta", payload)))
-    self._emit_state()
+    if emits is not None and not out:  # as pairs (see Core.emits)
+        emits += (
+            ("realtime:text:delta", payload),
+            ("realtime:assistant:delta", payload),
+            ("realtime:state", state),
+        )
+    else:
+        out.append(_tuple_new(Emit, ("realtime:text:delta", payload)))
+        out.append(_tuple_new(Emit, ("realtime:assistant:delta", payload)))
+        out.append(_tuple_new(Emit, ("realtime:state", state)))
 
 
 def complete_response(self: Core) -> None:
     event: AssistantResponseCompleted = self._input
     final = event.text or "".join(self._parts)
     self._parts = [final]
-    self._report_usage(event)
-    self._emit("realtime:assistant:done", TextPayload(final))
-    self._emit_state()
+    if event.usage is not None:
+        self._report_usage(event)
+    done: TextPayload = _new(TextPayload)  # TextPayload(final)
+    _set_text(done, final)
+    state = self._state_payload()
+    emits = self.emits
+    out = self.out
+    if emits is not None and not out:  # as pairs (see Core.emits)
+        emits += (("realtime:assistant:done", done), ("realtime:state", state))
+    else:
+        out.append(_tuple_new(Emit, ("realtime:assistant:done", done)))
+        out.append(_tuple_new(Emit, ("realtime:state", state)))
 
 
 def cancel_response(self: Core) -> None:
@@ -229,8 +288,12 @@ def _on_user_transcript(self: Core, event: UserTranscript) -> None:
 
 def _on_response_started(self: Core, event: AssistantResponseStarted) -> None:
     if not self._between_sessions(event):
-        self.audio.fire(self, "unmute")  # audio of a new response is heard again
-        self.response.fire(self, "started")
+        step = _AUDIO_UNMUTE.get(self.audio.state)  # self.audio.fire(self, "unmute"):
+        if step is not None:  # audio of a new response is heard again
+            step(self)
+        step = _RESPONSE_STARTED.get(self.response.state)  # ...fire(self, "started")
+        if step is not None:
+            step(self)
 
 
 def _on_text_delta(self: Core, event: AssistantTextDelta) -> None:
@@ -238,13 +301,17 @@ def _on_text_delta(self: Core, event: AssistantTextDelta) -> None:
         self._between_sessions(event)
         return
     self._input = event.text
-    self.response.fire(self, "delta")
+    step = _RESPONSE_DELTA.get(self.response.state)  # self.response.fire(self, "delta")
+    if step is not None:
+        step(self)
 
 
 def _on_response_completed(self: Core, event: AssistantResponseCompleted) -> None:
     if not self._between_sessions(event):
         self._input = event
-        self.response.fire(self, "completed")
+        step = _RESPONSE_COMPLETED.get(self.response.state)  # ...fire(self, "completed")
+        if step is not None:
+            step(self)
 
 
 def _on_audio_started(self: Core, event: AudioOutputStarted) -> None:
@@ -262,7 +329,9 @@ def _on_lipsync(self: Core, event: AudioLipsync) -> None:
         self._between_sessions(event)
         return
     self._input = event
-    self.audio.fire(self, "level")
+    step = _AUDIO_LEVEL.get(self.audio.state)  # self.audio.fire(self, "level")
+    if step is not None:
+        step(self)
 
 
 def _on_audio_delta(self: Core, event: AudioOutputDelta) -> None:

@@ -28,6 +28,7 @@ Rules of this file:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 import attrs
@@ -70,13 +71,11 @@ _Candidate = tuple[tuple[_Fn, ...], tuple[_Fn, ...], str | None, tuple[_Fn, ...]
 # A compiled (state, trigger) entry: takes the runner and the core, applies the
 # first candidate whose guards hold, returns whether one did.
 _Step = Callable[["Runner", Any], bool]
-
-
-class _Steps(dict[str, dict[str, _Step]]):
-    """state -> trigger -> step; a state the machine does not declare accepts nothing."""
-
-    def __missing__(self, state: str) -> dict[str, _Step]:
-        return {}
+# The same entry compiled for a caller that fires one trigger often (see
+# ``MachineSpec.steps``): takes the core only (the runner is the core's attribute
+# named after the machine); returns False when no guard holds, anything else when
+# it applied a transition.
+_DirectStep = Callable[[Any], Any]
 
 
 class MachineSpec:
@@ -112,7 +111,12 @@ class MachineSpec:
         self.edges: tuple[Edge, ...] = tuple(self._read_edges())
         self.triggers: tuple[str, ...] = tuple(self.machine.events)
         self._table: dict[tuple[str, str], tuple[_Candidate, ...]] = {}
-        self._steps: dict[str, dict[str, _Step]] = _Steps()
+        # state -> trigger -> step (a plain dict: looked up on every input); a state
+        # or trigger missing from it accepts nothing.
+        self._steps: dict[str, dict[str, _Step]] = {}
+        # trigger -> state -> direct step: the same entries, for a caller that fires
+        # one trigger often (see :meth:`steps`); refilled in place by :meth:`bind`.
+        self._by_trigger: dict[str, dict[str, _DirectStep]] = {t: {} for t in self.triggers}
 
     def _read_edges(self) -> Iterator[Edge]:
         for trigger, event in self.machine.events.items():
@@ -149,10 +153,27 @@ class MachineSpec:
             )
             table.setdefault((edge.source, edge.trigger), []).append(candidate)
         self._table = {key: tuple(value) for key, value in table.items()}
-        steps = _Steps({state: {} for state in self.states})
+        steps: dict[str, dict[str, _Step]] = {state: {} for state in self.states}
+        for by_state in self._by_trigger.values():
+            by_state.clear()
+        runner_of = attrgetter(self.name)
         for (source, trigger), candidates in self._table.items():
-            steps.setdefault(source, {})[trigger] = _compile_step(candidates)
+            step = _compile_step(candidates)
+            steps.setdefault(source, {})[trigger] = step
+            direct = _compile_direct(candidates, step, runner_of)
+            self._by_trigger.setdefault(trigger, {})[source] = direct
         self._steps = steps
+
+    def steps(self, trigger: str) -> Mapping[str, _DirectStep]:
+        """state -> the compiled step of ``trigger`` in that state, to be called with
+        the core alone (a state missing from it refuses the trigger).
+
+        For the most frequent inputs: ``step(core)`` is
+        ``getattr(core, spec.name).fire(core, trigger)`` without the call of ``fire``
+        (and without a step of its own for an entry that only runs one effect: the
+        step is that effect); it returns False when no guard holds.  The mapping stays
+        the same object (:meth:`bind` refills it), so it may be looked up once."""
+        return self._by_trigger.setdefault(trigger, {})
 
     def accepts(self, state: str, trigger: str) -> bool:
         """Whether any transition is declared for (state, trigger), guards aside."""
@@ -187,8 +208,9 @@ class Runner:
         The new state is written before the effects run.  Returns ``False``
         (and changes nothing) when the machine refuses the trigger.
         """
-        step = self.spec._steps[self.state].get(trigger)
-        if step is None:
+        try:
+            step = self.spec._steps[self.state][trigger]
+        except KeyError:  # not declared for this state (or an undeclared state)
             return False
         return step(self, core)
 
@@ -198,6 +220,37 @@ class Runner:
 
 def _accept(runner: Runner, core: Any) -> bool:
     return True
+
+
+def _accept_direct(core: Any) -> bool:
+    return True
+
+
+def _compile_direct(
+    candidates: tuple[_Candidate, ...], step: _Step, runner_of: Callable[[Any], Runner]
+) -> _DirectStep:
+    """The entry ``candidates`` (compiled as ``step``) as a step of the core alone."""
+    if len(candidates) == 1 and not candidates[0][0] and not candidates[0][1]:
+        _conditions, _unless, dest, effects = candidates[0]
+        if dest is None and not effects:
+            return _accept_direct
+        if dest is None and len(effects) == 1:
+            return effects[0]  # staying and running one effect: that effect is the step
+        if dest is not None and len(effects) == 1:
+            target: str = dest
+            (first,) = effects
+
+            def move_one(core: Any) -> bool:
+                runner_of(core).state = target
+                first(core)
+                return True
+
+            return move_one
+
+    def direct(core: Any) -> bool:
+        return step(runner_of(core), core)
+
+    return direct
 
 
 def _compile_step(candidates: tuple[_Candidate, ...]) -> _Step:

@@ -30,6 +30,7 @@ import anyio.lowlevel
 
 from . import operations as _operations
 from .core import (
+    _EVENT_HANDLERS,
     Cancel,
     Connect,
     Core,
@@ -46,6 +47,7 @@ from .core import (
     Sleep,
     Truncate,
 )
+from .effects import _tuple_new
 from .errors import (
     CharivoError,
     CharivoStateError,
@@ -294,6 +296,7 @@ class RealtimeManager:
         self._entered = True
         self._loop_thread = threading.get_ident()
         self._loop_token = anyio.lowlevel.current_token()
+        self._core.emits = []  # the drain executes the most frequent emits as pairs
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -596,7 +599,12 @@ class RealtimeManager:
             self._from_other_thread(event)
             return
         try:
-            self._core.on_event(event)
+            core = self._core
+            handler = _EVENT_HANDLERS.get(type(event))  # what Core.on_event does
+            if handler is not None:
+                handler(core, event)
+            else:
+                core.on_event(event)  # logs the non-event
         except Exception as error:  # a bug in the engine must not reach the transport
             self._module_log(
                 logging.ERROR,
@@ -632,10 +640,36 @@ class RealtimeManager:
         if self._draining:
             return  # the outer drain picks up what was appended
         self._draining = True
-        out = self._core.out
-        execute = _EXECUTE
+        core = self._core
+        out = core.out
         done = 0
         try:
+            emits = core.emits
+            if emits:
+                # The pairs the core made while ``out`` was empty come first (and those
+                # a listener's call adds meanwhile); ``out`` holds what came after.
+                pairs = iter(emits)
+                try:
+                    for name, payload in pairs:
+                        emitter = self._emitter
+                        if emitter is not None:
+                            try:
+                                emitter.emit(name, payload)
+                            except _FATAL:
+                                raise
+                            except BaseException as error:  # D1, as below
+                                self._listener_failed(name, error)
+                        if self._streams is not None:
+                            for stream in tuple(self._streams):
+                                stream.put(name, payload)
+                except BaseException:  # escaped (_FATAL): the rest waits in ``out``, in order
+                    out[0:0] = [_tuple_new(Emit, pair) for pair in pairs]
+                    raise
+                finally:
+                    emits.clear()
+            if not out:
+                return
+            execute = _EXECUTE
             for effect in out:  # also visits what executing an effect appends
                 done += 1
                 if type(effect) is Emit:  # the most frequent effect, executed in line

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import attrs
 
 from .errors import CharivoError
-from .model import RealtimeState
+from .model import RealtimeState, ResponseState
 
 __all__ = [
     "EMITTED_EVENTS",
@@ -39,6 +39,13 @@ __all__ = [
 ]
 
 
+# The pieces of a state captured when it is emitted, built into the RealtimeState on
+# first access (see :func:`state_payload`): the connection value, the session state,
+# the response status, the response text's parts and how many of them belong to
+# this state (later deltas append to the same list), the last error.
+StatePieces = tuple[Any, Any, Any, list[str], int, Any]
+
+
 @attrs.frozen(slots=True, init=False, eq=False, repr=False)
 class StatePayload:
     """``realtime:state``: a snapshot of the state.
@@ -48,7 +55,7 @@ class StatePayload:
     streaming a long response does not copy its text once per delta.
     """
 
-    _source: RealtimeState | Callable[[], RealtimeState]
+    _source: RealtimeState | Callable[[], RealtimeState] | StatePieces
 
     def __init__(self, state: RealtimeState | Callable[[], RealtimeState]) -> None:
         object.__setattr__(self, "_source", state)
@@ -58,7 +65,12 @@ class StatePayload:
         source = self._source
         if isinstance(source, RealtimeState):
             return source
-        built = source()
+        if type(source) is tuple:
+            connection, session, status, parts, count, last_error = source
+            text = parts[0] if count == 1 else "".join(parts[:count])
+            built = RealtimeState(connection, session, ResponseState(status, text), last_error)
+        else:
+            built = source()  # type: ignore[operator]
         object.__setattr__(self, "_source", built)
         return built
 
@@ -245,8 +257,11 @@ def lipsync_payload(rms: float) -> LipsyncPayload:
     return payload
 
 
-def state_payload(source: RealtimeState | Callable[[], RealtimeState]) -> StatePayload:
-    """``StatePayload(source)``."""
+def state_payload(
+    source: RealtimeState | Callable[[], RealtimeState] | StatePieces,
+) -> StatePayload:
+    """``StatePayload(source)``; ``source`` may also be the captured pieces of a state
+    (:data:`StatePieces`)."""
     payload: StatePayload = _new(StatePayload)
     _set_source(payload, source)
     return payload
