@@ -32,7 +32,7 @@ from . import core_connection as _connection
 from . import core_events as _events
 from . import core_tools as _tools
 from .config import build_realtime_session_config, merge_config, with_tools
-from .core_events import _BETWEEN_SESSIONS, _CONNECTION_VALUES, _RECONNECTING, _RESPONSE_VALUES
+from .core_events import _BETWEEN_SESSIONS, _RECONNECTING
 from .core_tools import _ToolCallRecord
 from .effects import (
     Cancel,
@@ -84,9 +84,11 @@ from .events import (
 from .machines import AUDIO, CONNECTION, MACHINES, REFRESH, RESPONSE, SESSION
 from .model import (
     Character,
+    ConnectionState,
     RealtimeSessionConfig,
     RealtimeState,
     ResponseState,
+    ResponseStatus,
     SessionState,
     SessionStatus,
 )
@@ -126,7 +128,9 @@ __all__ = [
 # Helpers
 # --------------------------------------------------------------------------
 
+_CONNECTION_VALUES = {s: ConnectionState(CONNECTION.public[s]) for s in CONNECTION.states}
 _SESSION_VALUES = {s: SessionStatus(SESSION.public[s]) for s in SESSION.states}
+_RESPONSE_VALUES = {s: ResponseStatus(s) for s in RESPONSE.states}
 _LIPSYNC_THRESHOLD = 0.001
 
 # The fields an update may set on the base config (tools come only from the registry).

@@ -37,7 +37,6 @@ from .events import (
     UserTranscriptDelta,
 )
 from .machines import AUDIO, CONNECTION, RESPONSE
-from .model import ConnectionState, ResponseStatus
 from .payloads import (
     AssistantStartPayload,
     AudioDeltaPayload,
@@ -47,13 +46,11 @@ from .payloads import (
     RateLimitsPayload,
     SpeechStartPayload,
     SpeechStopPayload,
-    StatePayload,
     TextPayload,
     ToolResultPayload,
     TranscriptDeltaPayload,
     UsagePayload,
     _new,
-    _set_source,
     _set_text,
     text_payload,
 )
@@ -66,9 +63,6 @@ if TYPE_CHECKING:
 # Session states between sessions, and connection states of a reconnect.
 _BETWEEN_SESSIONS = frozenset({"idle", "stopped"})
 _RECONNECTING = frozenset({"backoff", "recovering"})
-# The public values of the connection and response machines' states.
-_CONNECTION_VALUES = {s: ConnectionState(CONNECTION.public[s]) for s in CONNECTION.states}
-_RESPONSE_VALUES = {s: ResponseStatus(s) for s in RESPONSE.states}
 _EMPTY = EmptyPayload()
 _LIPSYNC_ZERO = LipsyncPayload(0.0)
 
@@ -82,17 +76,22 @@ _AUDIO_LEVEL = AUDIO.steps("level")
 _AUDIO_UNMUTE = AUDIO.steps("unmute")
 
 
-def open_response(self: Core) -> None:
-    self._parts = []
-    start = AssistantStartPayload(self.snapshot())
+def _emit_with_state(self: Core, name: str, payload: Any) -> None:
+    """``self._emit(name, payload)``, then ``self._emit_state()``: as pairs while
+    ``out`` is empty (see ``Core.emits``)."""
     state = self._state_payload()
     emits = self.emits
     out = self.out
-    if emits is not None and not out:  # as pairs (see Core.emits)
-        emits += (("realtime:assistant:start", start), ("realtime:state", state))
+    if emits is not None and not out:
+        emits += ((name, payload), ("realtime:state", state))
     else:
-        out.append(_tuple_new(Emit, ("realtime:assistant:start", start)))
+        out.append(_tuple_new(Emit, (name, payload)))
         out.append(_tuple_new(Emit, ("realtime:state", state)))
+
+
+def open_response(self: Core) -> None:
+    self._parts = []
+    _emit_with_state(self, "realtime:assistant:start", AssistantStartPayload(self.snapshot()))
 
 
 def open_response_with_delta(self: Core) -> None:
@@ -112,22 +111,7 @@ def append_delta(self: Core) -> None:
     parts.append(text)
     payload: TextPayload = _new(TextPayload)  # TextPayload(text)
     _set_text(payload, text)
-    # self._state_payload(), in line (the most frequent input of all)
-    session = self._session_snap
-    if session is None:
-        session = self._session_state()
-    state: StatePayload = _new(StatePayload)
-    _set_source(
-        state,
-        (
-            _CONNECTION_VALUES[self.connection.state],
-            session,
-            _RESPONSE_VALUES[self.response.state],
-            parts,
-            len(parts),
-            self._last_error,
-        ),
-    )
+    state = self._state_payload()
     emits = self.emits
     out = self.out
     if emits is not None and not out:  # as pairs (see Core.emits)
@@ -150,14 +134,7 @@ def complete_response(self: Core) -> None:
         self._report_usage(event)
     done: TextPayload = _new(TextPayload)  # TextPayload(final)
     _set_text(done, final)
-    state = self._state_payload()
-    emits = self.emits
-    out = self.out
-    if emits is not None and not out:  # as pairs (see Core.emits)
-        emits += (("realtime:assistant:done", done), ("realtime:state", state))
-    else:
-        out.append(_tuple_new(Emit, ("realtime:assistant:done", done)))
-        out.append(_tuple_new(Emit, ("realtime:state", state)))
+    _emit_with_state(self, "realtime:assistant:done", done)
 
 
 def cancel_response(self: Core) -> None:
