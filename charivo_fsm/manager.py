@@ -13,11 +13,13 @@ Tool handlers and tool-result sends are *operations* run by workers: see
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random as _random
 import threading
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -179,6 +181,24 @@ def _thread_ident() -> int:
     return _IDENTS.setdefault(ident, ident)
 
 
+_LoopRef = weakref.ref[asyncio.AbstractEventLoop]
+_last_token: tuple[_LoopRef, anyio.lowlevel.EventLoopToken] | None = None
+
+
+def _current_token() -> anyio.lowlevel.EventLoopToken:
+    """``anyio.lowlevel.current_token()``, one per asyncio event loop (the managers
+    entered in one loop share it)."""
+    global _last_token
+    loop = asyncio._get_running_loop()
+    last = _last_token
+    if loop is not None and last is not None and last[0]() is loop:
+        return last[1]
+    token = anyio.lowlevel.current_token()
+    if loop is not None:
+        _last_token = (weakref.ref(loop), token)
+    return token
+
+
 def _new_session_id() -> str:
     return str(uuid.uuid4())
 
@@ -294,8 +314,8 @@ class RealtimeManager:
         if self._entered:
             raise CharivoStateError("A RealtimeManager can be entered only once")
         self._entered = True
-        self._loop_thread = threading.get_ident()
-        self._loop_token = anyio.lowlevel.current_token()
+        self._loop_thread = _thread_ident()
+        self._loop_token = _current_token()
         self._core.emits = []  # the drain executes the most frequent emits as pairs
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -804,6 +824,8 @@ class RealtimeManager:
         scopes = self._scopes
         if scopes is not None:
             scopes.pop(token, None)
+            if not scopes:  # a dict emptied keeps its table: most of the time none is needed
+                self._scopes = None
         if not scope.cancel_called:  # else cancelled by the core: it forgot the token
             self._core.op_done(token, error, value)
             self._drain()
