@@ -23,7 +23,7 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import anyio
 import anyio.abc
@@ -197,6 +197,15 @@ def _current_token() -> anyio.lowlevel.EventLoopToken:
     if loop is not None:
         _last_token = (weakref.ref(loop), token)
     return token
+
+
+class _ListenerFailed(NamedTuple):
+    """The listener failed on emitting ``name`` in the transport callback's own loop
+    (see ``_on_transport_event``): the drain reports it, then goes on."""
+
+    name: str
+    payload: Any
+    error: BaseException
 
 
 def _new_session_id() -> str:
@@ -632,7 +641,43 @@ class RealtimeManager:
                 "Realtime transport event could not be handled",
                 error=repr(error),
             )
-        self._drain()
+        emits = core.emits
+        if not emits or self._draining or core.out:
+            self._drain()
+            return
+        # Only pairs to emit and no drain under way: emitted here, as the drain would
+        # (a listener's call meanwhile queues its effects behind them).
+        self._draining = True
+        pairs = iter(emits)
+        try:
+            for name, payload in pairs:
+                emitter = self._emitter
+                if emitter is not None:
+                    emitter.emit(name, payload)
+                if self._streams is not None:
+                    for stream in tuple(self._streams):
+                        stream.put(name, payload)
+        except _FATAL:  # the rest waits in ``out``, in order
+            core.out[0:0] = [_tuple_new(Emit, pair) for pair in pairs]
+            raise
+        except BaseException as error:  # D1: the drain reports it and goes on, in order
+            out: list[Any] = core.out
+            out[0:0] = [
+                _ListenerFailed(name, payload, error),
+                *[_tuple_new(Emit, pair) for pair in pairs],
+            ]
+        finally:
+            emits.clear()
+            self._draining = False
+        if core.out:
+            self._drain()
+
+    def _do_listener_failed(self, effect: _ListenerFailed) -> None:
+        self._listener_failed(effect.name, effect.error)
+        streams = self._streams
+        if streams is not None:
+            for stream in tuple(streams):
+                stream.put(effect.name, effect.payload)
 
     def _from_other_thread(self, event: Any) -> None:
         """A transport reported ``event`` from a thread other than the manager's event
@@ -708,7 +753,8 @@ class RealtimeManager:
                 else:
                     execute[type(effect)](self, effect)
         finally:
-            del out[:done]
+            if done:
+                del out[:done]
             self._draining = False
 
     def _do_emit(self, effect: Emit) -> None:
@@ -976,6 +1022,7 @@ _EXECUTE: dict[type, Callable[[RealtimeManager, Any], None]] = {
     SendToolResult: RealtimeManager._do_send_tool_result,
     Project: RealtimeManager._do_project,
     Truncate: RealtimeManager._do_truncate,
+    _ListenerFailed: RealtimeManager._do_listener_failed,
 }
 """How each effect is executed (the emit is also executed in line by ``_drain``)."""
 

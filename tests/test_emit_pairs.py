@@ -136,3 +136,53 @@ async def test_direct_steps_follow_a_rebind(monkeypatch: pytest.MonkeyPatch) -> 
         for spec in MACHINES.values():
             spec.bind(Core)
     assert steps["responding"] is Core.append_delta
+
+
+class Failing:
+    """Records every emit and raises on the first ``trigger`` (after a reentrant call)."""
+
+    def __init__(self, trigger: str) -> None:
+        self.trigger = trigger
+        self.manager: Any = None
+        self.seen: list[tuple[str, Any]] = []
+        self.done = False
+
+    def emit(self, name: str, payload: Any) -> None:
+        self.seen.append((name, payload))
+        if name == self.trigger and not self.done:
+            self.done = True
+            self.manager.set_character(Character(id="bob", name="Bob"))
+            raise ValueError("listener bug")
+
+
+@pytest.mark.parametrize(
+    "trigger", ["realtime:text:delta", "realtime:assistant:delta", "tts:lipsync:update"]
+)
+async def test_a_failing_listener_sees_the_same_events(
+    trigger: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """D1 on the transport callback's own loop over the pairs: the failure is logged
+    once, the rest of the batch still reaches the listener and the pull streams, in
+    the order the Emit effects give."""
+    results = []
+    for pairs in (True, False):
+        transport = FakeTransport()
+        listener = Failing(trigger)
+        caplog.clear()
+        async with create_realtime_manager(transport) as manager:
+            await manager.start_session({"voice": "marin"})
+            if not pairs:
+                manager._core.emits = None
+            listener.manager = manager
+            manager.set_event_emitter(listener)
+            stream = manager.events()
+            callback = transport.callbacks[0]
+            for event in TURN:
+                callback(event)
+            streamed = [await stream.__anext__() for _ in range(stream.pending)]
+            manager.set_event_emitter(None)
+        failures = [r for r in caplog.records if "listener failed" in r.getMessage()]
+        emitted = [tuple(e) for e in streamed]
+        results.append((list(listener.seen), emitted, len(failures)))
+    assert results[0] == results[1]
+    assert results[0][2] == 1
