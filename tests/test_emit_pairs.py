@@ -39,12 +39,13 @@ TURN: list[Any] = [
 
 class Reentrant:
     """Records every emit; on the first ``trigger`` event it calls back into the
-    manager (a new character: a state emit of its own) and, when asked, raises a
-    fatal exception once (the rest of that batch waits for the next drain)."""
+    manager (a new character: a state emit of its own), then raises ``raises`` if
+    given (a fatal one: the rest of that batch waits for the next drain; another: the
+    listener failure is logged and the rest goes on)."""
 
-    def __init__(self, trigger: str, *, fatal: bool = False) -> None:
+    def __init__(self, trigger: str, raises: type[BaseException] | None = None) -> None:
         self.trigger = trigger
-        self.fatal = fatal
+        self.raises = raises
         self.manager: Any = None
         self.seen: list[tuple[str, Any]] = []
         self.done = False
@@ -54,13 +55,13 @@ class Reentrant:
         if name == self.trigger and not self.done:
             self.done = True
             self.manager.set_character(Character(id="bob", name="Bob"))
-            if self.fatal:
-                raise KeyboardInterrupt
+            if self.raises is not None:
+                raise self.raises("listener bug")
 
 
 async def _run(pairs: bool, trigger: str, fatal: bool) -> list[tuple[str, Any]]:
     transport = FakeTransport()
-    listener = Reentrant(trigger, fatal=fatal)
+    listener = Reentrant(trigger, KeyboardInterrupt if fatal else None)
     async with create_realtime_manager(transport) as manager:
         await manager.start_session({"voice": "marin"})
         if not pairs:
@@ -138,23 +139,6 @@ async def test_direct_steps_follow_a_rebind(monkeypatch: pytest.MonkeyPatch) -> 
     assert steps["responding"] is Core.append_delta
 
 
-class Failing:
-    """Records every emit and raises on the first ``trigger`` (after a reentrant call)."""
-
-    def __init__(self, trigger: str) -> None:
-        self.trigger = trigger
-        self.manager: Any = None
-        self.seen: list[tuple[str, Any]] = []
-        self.done = False
-
-    def emit(self, name: str, payload: Any) -> None:
-        self.seen.append((name, payload))
-        if name == self.trigger and not self.done:
-            self.done = True
-            self.manager.set_character(Character(id="bob", name="Bob"))
-            raise ValueError("listener bug")
-
-
 @pytest.mark.parametrize(
     "trigger", ["realtime:text:delta", "realtime:assistant:delta", "tts:lipsync:update"]
 )
@@ -167,7 +151,7 @@ async def test_a_failing_listener_sees_the_same_events(
     results = []
     for pairs in (True, False):
         transport = FakeTransport()
-        listener = Failing(trigger)
+        listener = Reentrant(trigger, ValueError)
         caplog.clear()
         async with create_realtime_manager(transport) as manager:
             await manager.start_session({"voice": "marin"})
