@@ -194,13 +194,16 @@ class Core:
         "_start_ticket",
         "_stop_tickets",
         "_tool_error_detail",
+        "_tool_state",
         "_voice",
         "_waiters",
         "_want",
         "audio",
         "connection",
         "emits",
+        "log_enabled",
         "out",
+        "projecting",
         "refresh",
         "registry",
         "response",
@@ -229,6 +232,11 @@ class Core:
         # level's) made while ``out`` is empty are appended to it as pairs instead of
         # to ``out`` as Emit effects; they come before everything in ``out``.
         self.emits: list[tuple[str, Any]] | None = None
+        # A driver may tell the core which tool log records its logger would drop
+        # (``log_enabled(level)`` false: none is made) and that it has no result
+        # projectors (``projecting`` false: no Project effect is made).
+        self.log_enabled: Callable[[int], bool] | None = None
+        self.projecting = True
         self._tool_error_detail = tool_error_detail
         self._applied = applied
         self._jitter = reconnect_jitter
@@ -296,6 +304,7 @@ class Core:
         self._recover_cause: BaseException | None = None  # the raw last recover error
 
         self._calls: dict[str, _ToolCallRecord] = {}
+        self._tool_state: tuple[Any, ...] | None = None  # see core_tools._tool_snapshot
         self._input: Any = None
         self._voice = NO_AUDIO  # its own AudioItems from the first audio chunk
 
@@ -1015,6 +1024,8 @@ class Core:
     # ============================================================== tool calls
     # (in charivo_fsm/core_tools.py)
     _on_tool_call = _tools._on_tool_call
+    _tool_snapshot = _tools._tool_snapshot
+    _tool_log = _tools._tool_log
     _tool_op = _tools._tool_op
     _tool_outcome_error = _tools._tool_outcome_error
     _on_tool_returned = _tools._on_tool_returned

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .effects import OpTimeout, Project, RunTool, SendToolResult
+from .effects import Emit, OpTimeout, Project, RunTool, SendToolResult, _tuple_new
 from .errors import (
     CharivoError,
     CharivoStateError,
@@ -23,6 +23,7 @@ from .events import (
     ToolCall,
 )
 from .model import (
+    RealtimeState,
     RealtimeToolContext,
 )
 from .payloads import (
@@ -34,6 +35,9 @@ from .tools import check_tool_output, validate_tool_arguments
 
 if TYPE_CHECKING:
     from .core import Core
+
+_DEBUG = logging.DEBUG
+_INFO = logging.INFO
 
 
 class _ToolCallRecord:
@@ -58,7 +62,8 @@ class _ToolCallRecord:
 
 def _on_tool_call(self: Core, event: ToolCall) -> None:
     name, call_id = event.name, event.call_id
-    self._emit("realtime:tool:call", ToolCallPayload(name, event.args, call_id))
+    out = self.out
+    out.append(_tuple_new(Emit, ("realtime:tool:call", ToolCallPayload(name, event.args, call_id))))
     refusal: str | None = None
     if not call_id:
         refusal = f'Tool "{name}" is missing a call ID'
@@ -77,26 +82,62 @@ def _on_tool_call(self: Core, event: ToolCall) -> None:
         error = CharivoValidationError(f'No realtime tool registered for "{name}"')
         self._tool_failed(name, call_id, error)
         return
-    self._log(
-        logging.DEBUG,
-        "tool.started",
-        "Realtime tool execution started",
-        name=name,
-        call_id=call_id,
-    )
+    self._tool_log(_DEBUG, "tool.started", "Realtime tool execution started", name, call_id)
     try:
         args = validate_tool_arguments(name, entry.validator, event.args)
     except CharivoValidationError as invalid:
         self._tool_failed(name, call_id, invalid)
         return
     registration = entry.registration
-    timeout = (
-        registration.timeout if registration.timeout is not None else self._default_tool_timeout
-    )
-    context = RealtimeToolContext(self._character, self.snapshot(), call_id)
+    timeout = registration.timeout
+    if timeout is None:
+        timeout = self._default_tool_timeout
+    context = RealtimeToolContext(self._character, self._tool_snapshot(), call_id)
     record = self._calls[call_id] = _ToolCallRecord(name, call_id, "running")
-    token = self._tool_op(record)
-    self.out.append(RunTool(token, name, registration.handler, args, context, timeout))
+    token = self._next_token = self._next_token + 1  # what _tool_op does
+    record.token = token
+    self._ops[token] = record
+    out.append(RunTool(token, name, registration.handler, args, context, timeout))
+
+
+def _tool_log(self: Core, level: int, event: str, message: str, name: str, call_id: str) -> None:
+    """A tool call's log record, unless the driver's logger would drop it."""
+    enabled = self.log_enabled
+    if enabled is None or enabled(level):
+        self._log(level, event, message, name=name, call_id=call_id)
+
+
+def _tool_snapshot(self: Core) -> RealtimeState:
+    """``snapshot()``, the same object again while nothing it shows has changed (a
+    RealtimeState is immutable): the session snapshot (rebuilt whenever the session,
+    its config or character changes), the connection and response states, the parts
+    of the response text (appended to, or replaced by a new list) and the last error.
+    """
+    cached = self._tool_state
+    parts = self._parts
+    if (
+        cached is not None
+        and cached[0] is self._session_snap
+        and cached[1] is parts
+        and cached[2] == len(parts)
+        and cached[3] == self.connection.state
+        and cached[4] == self.response.state
+        and cached[5] is self._last_error
+    ):
+        state: RealtimeState = cached[6]
+        return state
+    state = self.snapshot()  # (fills the session snapshot; may join the parts)
+    parts = self._parts
+    self._tool_state = (
+        self._session_snap,
+        parts,
+        len(parts),
+        self.connection.state,
+        self.response.state,
+        self._last_error,
+        state,
+    )
+    return state
 
 
 def _tool_op(self: Core, record: _ToolCallRecord) -> int:
@@ -113,13 +154,12 @@ def _tool_op_done(
     call_id, phase = record.call_id, record.phase
     if phase == "running":
         if error is None:
-            self._on_tool_returned(call_id, value)
+            self._on_tool_returned(record, value)
         else:
             self._on_tool_raised(call_id, error)
     elif phase == "sending":
         if error is None:
-            assert record.output is not None
-            self._on_tool_sent(call_id, record.output)
+            self._on_tool_sent(record)
         else:
             self._on_tool_send_failed(call_id, error)
     elif error is None:  # failing
@@ -155,17 +195,18 @@ def _tool_failed(
     self.out.append(SendToolResult(token, call_id, {"success": False, "error": message}))
 
 
-def _on_tool_returned(self: Core, call_id: str, output: Any) -> None:
-    record = self._calls[call_id]
+def _on_tool_returned(self: Core, record: _ToolCallRecord, output: Any) -> None:
     try:
         checked = check_tool_output(record.name, output)
     except CharivoValidationError as invalid:
-        self._tool_failed(record.name, call_id, invalid)
+        self._tool_failed(record.name, record.call_id, invalid)
         return
     record.phase = "sending"
     record.output = checked
-    token = self._tool_op(record)
-    self.out.append(SendToolResult(token, call_id, checked))
+    token = self._next_token = self._next_token + 1  # what _tool_op does
+    record.token = token
+    self._ops[token] = record
+    self.out.append(_tuple_new(SendToolResult, (token, record.call_id, checked)))
 
 
 def _on_tool_raised(self: Core, call_id: str, error: BaseException) -> None:
@@ -191,17 +232,15 @@ def _on_tool_raised(self: Core, call_id: str, error: BaseException) -> None:
     self._tool_failed(record.name, call_id, failure)
 
 
-def _on_tool_sent(self: Core, call_id: str, output: Mapping[str, Any]) -> None:
-    record = self._calls.pop(call_id)
-    self._emit("realtime:tool:result", ToolResultPayload(record.name, output, call_id))
-    self.out.append(Project(record.name, output, call_id))
-    self._log(
-        logging.INFO,
-        "tool.succeeded",
-        "Realtime tool execution succeeded",
-        name=record.name,
-        call_id=call_id,
-    )
+def _on_tool_sent(self: Core, record: _ToolCallRecord) -> None:
+    name, call_id, output = record.name, record.call_id, record.output
+    assert output is not None
+    del self._calls[call_id]
+    out = self.out
+    out.append(_tuple_new(Emit, ("realtime:tool:result", ToolResultPayload(name, output, call_id))))
+    if self.projecting:
+        out.append(_tuple_new(Project, (name, output, call_id)))
+    self._tool_log(_INFO, "tool.succeeded", "Realtime tool execution succeeded", name, call_id)
 
 
 def _on_tool_send_failed(self: Core, call_id: str, error: BaseException) -> None:

@@ -293,6 +293,9 @@ class RealtimeManager:
             new_session_id=_new_session_id,
             applied=_applied_hook(transport),
         )
+        if type(self._logger) is logging.Logger:  # the records it drops are not made
+            self._core.log_enabled = self._logger.isEnabledFor
+        self._core.projecting = bool(projectors)
         for registration in tools:
             self._core.registry.register(registration)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -968,7 +971,8 @@ class RealtimeManager:
     _enqueue = _operations._enqueue
     _worker = _operations._worker
     _handoff = _operations._handoff
-    _run = _operations._run
+    _first_step = _operations._first_step
+    _run_rest = _operations._run_rest
     _run_guarded = _operations._run_guarded
     _resume = _operations._resume
     _finish = _operations._finish

@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import sys
+import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -53,6 +55,8 @@ def _loop_clock() -> Callable[[], float]:
     that is the loop's own ``time`` (what anyio reads, virtual under looptime)."""
     loop = asyncio._get_running_loop()
     if loop is not None:
+        if getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time:
+            return time.monotonic  # what that method returns, without its frame
         try:
             # the same clock (read twice, so not necessarily the same reading)
             if abs(loop.time() - anyio.current_time()) < 1e-3:
@@ -60,6 +64,29 @@ def _loop_clock() -> Callable[[], float]:
         except Exception:  # pragma: no cover - not anyio's asyncio loop after all
             pass
     return anyio.current_time
+
+
+@types.coroutine
+def _yield_to_asyncio() -> Generator[None, None, None]:
+    """What ``asyncio.sleep(0)`` does: one trip through the event loop."""
+    yield
+
+
+def _loop_checkpoint() -> Callable[[], Awaitable[None]]:
+    """``anyio.lowlevel.checkpoint`` of the running event loop, looked up once: on
+    asyncio, ``asyncio.sleep(0)`` (what anyio awaits) without anyio's dispatch."""
+    if asyncio._get_running_loop() is not None and asyncio.current_task() is not None:
+        return _yield_to_asyncio
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:  # not in trio either
+            pass
+        else:
+            checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
+            return checkpoint
+    return anyio.lowlevel.checkpoint
 
 
 _FATAL = (KeyboardInterrupt, SystemExit)
@@ -101,6 +128,16 @@ def _as_error(exc: BaseException, what: str) -> UnexpectedBaseException:
     error = UnexpectedBaseException(f"{what} raised {detail}")
     error.__cause__ = exc
     return error
+
+
+def _op_error(raised: BaseException, fn: Callable[..., Any]) -> BaseException:
+    """The error of the operation ``fn`` that raised ``raised``; ``raised`` itself is
+    raised again when it must propagate (see :func:`_handled_as_error`)."""
+    if isinstance(raised, Exception):
+        return raised
+    if not _handled_as_error(raised):
+        raise raised
+    return _as_error(raised, _op_name(fn))
 
 
 def _op_name(fn: Callable[..., Any]) -> str:
@@ -148,6 +185,9 @@ class _Op:
 
 async def _awaiting(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+_CoroutineType = types.CoroutineType
 
 
 def _coroutine_of(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
@@ -206,6 +246,8 @@ async def _worker(self: RealtimeManager) -> None:
     ready = self._ready
     assert ready is not None
     clock = _loop_clock()
+    checkpoint = _loop_checkpoint()
+    first_step = self._first_step
     free = True  # counted in self._free
     running: _Op | None = None
     parked: anyio.Event | None = None
@@ -222,7 +264,7 @@ async def _worker(self: RealtimeManager) -> None:
                         # Let the tasks that are ready run once before parking: a
                         # caller that waits for a result and then asks again finds
                         # this worker still free, and no wake-up is needed.
-                        await anyio.lowlevel.checkpoint()
+                        await checkpoint()
                         if ready:
                             continue
                         if self._free > 1 or self._idle is not None:
@@ -237,16 +279,21 @@ async def _worker(self: RealtimeManager) -> None:
                     if op.cancelled or op.timeout <= 0:
                         await self._run_guarded(op)
                     else:
-                        await self._run(op, scope, clock)
+                        # The first step, in this task: most operations end there (and
+                        # are finished by it).
+                        op.started = clock()
+                        step = op.context.run(first_step, op)
+                        if step is not None:
+                            await self._run_rest(op, step[0], step[1], scope)
                     running = None
                     if op.suspended:
                         free = False  # _handoff took it off the count
-                    if not free or scope.cancel_called:
                         break
+                    # (the scope was never an operation's: nothing has cancelled it)
                     served += 1
                     if served == _FAIR_BATCH:
                         served = 0
-                        await anyio.lowlevel.checkpoint()
+                        await checkpoint()
             if running is not None:
                 # This worker's scope stopped the operation it had become the task
                 # of (so it had suspended): its deadline passed, or the core
@@ -283,29 +330,46 @@ def _handoff(self: RealtimeManager) -> None:
         tg.start_soon(self._worker)
 
 
-async def _run(
-    self: RealtimeManager, op: _Op, scope: anyio.CancelScope, clock: Callable[[], float]
-) -> None:
-    """Run ``op`` in the worker; ``scope`` becomes its scope if it suspends."""
-    op.started = clock()
+def _first_step(self: RealtimeManager, op: _Op) -> tuple[Coroutine[Any, Any, Any], Any] | None:
+    """Start ``op`` (in ``op.context``, which this runs in): its coroutine's first step.
+    If that ends the coroutine, the outcome goes to the core (still in ``op.context``)
+    and ``None`` is returned; if it suspends, the coroutine and what it yielded."""
     error: BaseException | None = None
     value: Any = None
-    context = op.context
     try:
-        # The first step, in this task: most operations end here.
-        coroutine = context.run(_coroutine_of, op.fn, op.args)
+        coroutine = op.fn(*op.args)
+        if type(coroutine) is not _CoroutineType:  # a plain awaitable (see _coroutine_of)
+            coroutine = _awaiting(coroutine)
         try:
-            yielded = context.run(coroutine.send, None)
+            yielded = coroutine.send(None)
         except StopIteration as stop:
             value = stop.value
         else:
-            value = await self._resume(op, coroutine, yielded, scope)
-    except Exception as raised:
-        error = raised
+            return coroutine, yielded
     except BaseException as raised:
-        if not _handled_as_error(raised):
-            raise
-        error = _as_error(raised, _op_name(op.fn))
+        error = _op_error(raised, op.fn)
+    self._ops.pop(op.token, None)  # what _finish does, already in op.context
+    if not op.cancelled:
+        self._core.op_done(op.token, error, value)
+        self._drain()
+    return None
+
+
+async def _run_rest(
+    self: RealtimeManager,
+    op: _Op,
+    coroutine: Coroutine[Any, Any, Any],
+    yielded: Any,
+    scope: anyio.CancelScope,
+) -> None:
+    """The rest of ``op`` after its first step suspended (``scope``, the worker's,
+    becomes its scope)."""
+    error: BaseException | None = None
+    value: Any = None
+    try:
+        value = await self._resume(op, coroutine, yielded, scope)
+    except BaseException as raised:
+        error = _op_error(raised, op.fn)
     self._finish(op, error, value)
 
 
@@ -330,12 +394,8 @@ async def _run_guarded(self: RealtimeManager, op: _Op) -> None:
                     value = await self._resume(op, coroutine, yielded, None)
             if bound.cancelled_caught:
                 raise OpTimeout(op.timeout)
-        except Exception as raised:
-            error = raised
         except BaseException as raised:
-            if not _handled_as_error(raised):
-                raise
-            error = _as_error(raised, _op_name(op.fn))
+            error = _op_error(raised, op.fn)
     self._finish(op, error, value)
 
 
@@ -383,8 +443,7 @@ def _resume(
 
 
 def _finish(self: RealtimeManager, op: _Op, error: BaseException | None, value: Any) -> None:
-    if self._ops.get(op.token) is op:
-        del self._ops[op.token]
+    self._ops.pop(op.token, None)  # (it is there unless the core cancelled it)
     if op.cancelled:
         return  # cancelled by the core: it has already forgotten the token
     op.context.run(self._complete, op.token, error, value)

@@ -519,7 +519,72 @@ def validate_tool_arguments(
     made of dicts and lists, so a handler cannot alter the arguments other parties saw.
     Every failure is a :class:`CharivoValidationError`.
     """
-    prefix = f'Realtime tool "{name}" arguments failed schema validation: '
+    limit = MAX_TOOL_ARGUMENT_BYTES if max_bytes is None else max_bytes
+    data = _flat_copy(args, limit)
+    if data is None:
+        data = _checked_copy(name, args, limit)
+    try:
+        validator(data)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        prefix = _argument_prefix(name)
+        raise CharivoValidationError(prefix + _describe(exc), cause=exc) from exc
+    except fastjsonschema.JsonSchemaValuesException as exc:
+        first = exc.errors[0] if exc.errors else None
+        detail = _describe(first) if first is not None else str(exc)
+        raise CharivoValidationError(_argument_prefix(name) + detail, cause=exc) from exc
+    except Exception as exc:  # e.g. uniqueItems over unhashable values
+        raise CharivoValidationError(
+            _argument_prefix(name)
+            + f"arguments could not be validated ({type(exc).__name__}: {exc})",
+            cause=exc,
+        ) from exc
+    return data
+
+
+def _argument_prefix(name: str) -> str:
+    return f'Realtime tool "{name}" arguments failed schema validation: '
+
+
+# Integers strictly between these bounds take at most 20 characters of JSON.
+_SMALL_INT = 10**19
+
+
+def _flat_copy(args: Any, limit: int) -> dict[str, Any] | None:
+    """The usual arguments' copy, without the walk or the encoding: ``args`` is a plain
+    dict with string keys whose values are strings, booleans, ``None``, finite floats
+    or integers of at most 19 digits, and an upper bound of its compact JSON size is
+    within ``limit``.  ``None`` for anything else (:func:`_checked_copy` decides)."""
+    if type(args) is not dict:
+        return None
+    bound = 2
+    for key, value in args.items():
+        if type(key) is not str:
+            return None
+        kind = type(value)
+        if kind is str:
+            bound += 6 * len(value) + 2  # every character escaped as \uXXXX at most
+        elif kind is bool or value is None:
+            bound += 5
+        elif kind is int:
+            if not -_SMALL_INT < value < _SMALL_INT:
+                return None
+            bound += 20
+        elif kind is float:
+            if not math.isfinite(value):
+                return None
+            bound += 24  # the longest repr of a finite float
+        else:
+            return None
+        bound += 6 * len(key) + 4  # the key's quotes, the colon and a comma
+    if bound > limit:
+        return None
+    return dict(args)
+
+
+def _checked_copy(name: str, args: Any, limit: int) -> dict[str, Any]:
+    """The arguments' copy by the pre-walk, then their size (see
+    :func:`validate_tool_arguments`)."""
+    prefix = _argument_prefix(name)
     if not isinstance(args, Mapping):
         raise CharivoValidationError(prefix + "arguments must be an object")
     try:
@@ -532,7 +597,6 @@ def validate_tool_arguments(
         raise CharivoValidationError(
             prefix + f"arguments could not be read ({type(exc).__name__}: {exc})", cause=exc
         ) from exc
-    limit = MAX_TOOL_ARGUMENT_BYTES if max_bytes is None else max_bytes
     try:
         size = len(_ASCII_JSON.encode(data))  # never less than the UTF-8 size
         if size > limit:
@@ -545,18 +609,6 @@ def validate_tool_arguments(
         raise CharivoValidationError(
             prefix + f"arguments are too large ({size} bytes of JSON; the limit is {limit})"
         )
-    try:
-        validator(data)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise CharivoValidationError(prefix + _describe(exc), cause=exc) from exc
-    except fastjsonschema.JsonSchemaValuesException as exc:
-        first = exc.errors[0] if exc.errors else None
-        detail = _describe(first) if first is not None else str(exc)
-        raise CharivoValidationError(prefix + detail, cause=exc) from exc
-    except Exception as exc:  # e.g. uniqueItems over unhashable values
-        raise CharivoValidationError(
-            prefix + f"arguments could not be validated ({type(exc).__name__}: {exc})", cause=exc
-        ) from exc
     return data
 
 
@@ -601,6 +653,15 @@ def check_tool_output(name: str, output: Any) -> Mapping[str, Any]:
     string keys, lists/tuples, strings, finite ints/floats, booleans or ``None``.
     Otherwise raise :class:`CharivoValidationError` naming the offending path.
     """
+    if type(output) is dict:  # the usual output: a flat dict of plain leaves
+        for key, value in output.items():
+            kind = type(value)
+            if type(key) is not str or not (
+                kind is str or kind is bool or kind is int or value is None
+            ):
+                break
+        else:
+            return output
     if not isinstance(output, Mapping):
         raise CharivoValidationError(f'Realtime tool "{name}" must return an object')
     try:
