@@ -87,10 +87,12 @@ class CoreMachine(RuleBasedStateMachine):
         self.emitted: list[tuple[str, Any]] = []
         self.tickets: list[tuple[str, _Ticket]] = []
         self.requested_voice: str | None = None
+        self.requests = 0  # start and update requests made so far
         self.sends: Counter[str] = Counter()
         self.tool_calls: Counter[str] = Counter()
-        # voice carried by each config operation, and the voice requested when it was built
-        self.carried: dict[int, tuple[str | None, str | None]] = {}
+        # voice carried by each config operation, and the voice requested and the number
+        # of requests made when it was built
+        self.carried: dict[int, tuple[str | None, str | None, int]] = {}
         self.committed_voice: str | None = None
         self.last_op_failed = False
         # voice: audio bytes received per item, truncations per item since its last chunk
@@ -131,7 +133,11 @@ class CoreMachine(RuleBasedStateMachine):
                 if isinstance(effect, SendToolResult):
                     self.sends[effect.call_id] += 1
                 if isinstance(effect, (Connect, Patch, Recover)):
-                    self.carried[effect.token] = (effect.config.voice, self.requested_voice)
+                    self.carried[effect.token] = (
+                        effect.config.voice,
+                        self.requested_voice,
+                        self.requests,
+                    )
                 self.pending[effect.token] = effect
         self.core.out.clear()
         if self.core.session.state in ("idle", "stopped"):
@@ -154,6 +160,7 @@ class CoreMachine(RuleBasedStateMachine):
             return
         assert state in ("idle", "stopped")
         self.requested_voice = voice
+        self.requests += 1
         self.tickets.append(("start", ticket))
         self.drain()
 
@@ -162,6 +169,7 @@ class CoreMachine(RuleBasedStateMachine):
         ticket = _Ticket()
         self.core.update(RealtimeSessionConfig(voice=voice), ticket)
         self.requested_voice = voice
+        self.requests += 1
         self.tickets.append(("update", ticket))
         self.drain()
 
@@ -180,6 +188,10 @@ class CoreMachine(RuleBasedStateMachine):
         if token in self.carried:
             if succeed:
                 self.committed_voice = self.carried[token][0]
+            elif isinstance(effect, Patch) and self.carried[token][2] == self.requests:
+                # a refused patch puts the base back to what the transport accepted;
+                # nothing was requested since it was built, so nothing is left to send
+                self.requested_voice = self.committed_voice
             self.last_op_failed = not succeed
         if isinstance(effect, Sleep):
             self.now += effect.delay
