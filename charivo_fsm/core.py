@@ -1025,12 +1025,9 @@ class Core:
     # (in charivo_fsm/core_tools.py)
     _on_tool_call = _tools._on_tool_call
     _tool_snapshot = _tools._tool_snapshot
-    _tool_log = _tools._tool_log
     _tool_op = _tools._tool_op
     _tool_outcome_error = _tools._tool_outcome_error
-    _on_tool_returned = _tools._on_tool_returned
     _on_tool_raised = _tools._on_tool_raised
-    _on_tool_sent = _tools._on_tool_sent
     _on_tool_send_failed = _tools._on_tool_send_failed
     _on_tool_send_done = _tools._on_tool_send_done
     _on_failure_send_failed = _tools._on_failure_send_failed

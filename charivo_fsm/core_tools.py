@@ -39,6 +39,19 @@ if TYPE_CHECKING:
 _DEBUG = logging.DEBUG
 _INFO = logging.INFO
 
+# The most frequent objects of a tool call, built without the Python-level __init__ of
+# their (frozen, slotted, unvalidated) attrs classes: the same objects.
+_new = object.__new__
+_call_name = ToolCallPayload.__dict__["name"].__set__
+_call_args = ToolCallPayload.__dict__["args"].__set__
+_call_id = ToolCallPayload.__dict__["call_id"].__set__
+_result_name = ToolResultPayload.__dict__["name"].__set__
+_result_output = ToolResultPayload.__dict__["output"].__set__
+_result_id = ToolResultPayload.__dict__["call_id"].__set__
+_context_character = RealtimeToolContext.__dict__["character"].__set__
+_context_state = RealtimeToolContext.__dict__["state"].__set__
+_context_id = RealtimeToolContext.__dict__["call_id"].__set__
+
 
 class _ToolCallRecord:
     """Bookkeeping for one tool call id until its outcome and sends are done.
@@ -62,8 +75,12 @@ class _ToolCallRecord:
 
 def _on_tool_call(self: Core, event: ToolCall) -> None:
     name, call_id = event.name, event.call_id
+    payload: ToolCallPayload = _new(ToolCallPayload)  # ToolCallPayload(name, args, call_id)
+    _call_name(payload, name)
+    _call_args(payload, event.args)
+    _call_id(payload, call_id)
     out = self.out
-    out.append(_tuple_new(Emit, ("realtime:tool:call", ToolCallPayload(name, event.args, call_id))))
+    out.append(_tuple_new(Emit, ("realtime:tool:call", payload)))
     refusal: str | None = None
     if not call_id:
         refusal = f'Tool "{name}" is missing a call ID'
@@ -82,7 +99,10 @@ def _on_tool_call(self: Core, event: ToolCall) -> None:
         error = CharivoValidationError(f'No realtime tool registered for "{name}"')
         self._tool_failed(name, call_id, error)
         return
-    self._tool_log(_DEBUG, "tool.started", "Realtime tool execution started", name, call_id)
+    enabled = self.log_enabled
+    if enabled is None or enabled(_DEBUG):
+        message = "Realtime tool execution started"
+        self._log(_DEBUG, "tool.started", message, name=name, call_id=call_id)
     try:
         args = validate_tool_arguments(name, entry.validator, event.args)
     except CharivoValidationError as invalid:
@@ -92,19 +112,15 @@ def _on_tool_call(self: Core, event: ToolCall) -> None:
     timeout = registration.timeout
     if timeout is None:
         timeout = self._default_tool_timeout
-    context = RealtimeToolContext(self._character, self._tool_snapshot(), call_id)
+    context: RealtimeToolContext = _new(RealtimeToolContext)  # (character, state, call_id)
+    _context_character(context, self._character)
+    _context_state(context, self._tool_snapshot())
+    _context_id(context, call_id)
     record = self._calls[call_id] = _ToolCallRecord(name, call_id, "running")
     token = self._next_token = self._next_token + 1  # what _tool_op does
     record.token = token
     self._ops[token] = record
     out.append(RunTool(token, name, registration.handler, args, context, timeout))
-
-
-def _tool_log(self: Core, level: int, event: str, message: str, name: str, call_id: str) -> None:
-    """A tool call's log record, unless the driver's logger would drop it."""
-    enabled = self.log_enabled
-    if enabled is None or enabled(level):
-        self._log(level, event, message, name=name, call_id=call_id)
 
 
 def _tool_snapshot(self: Core) -> RealtimeState:
@@ -153,15 +169,40 @@ def _tool_op_done(
 ) -> None:
     call_id, phase = record.call_id, record.phase
     if phase == "running":
-        if error is None:
-            self._on_tool_returned(record, value)
-        else:
+        if error is not None:
             self._on_tool_raised(call_id, error)
+            return
+        # The handler returned: its result, if valid, is sent.
+        try:
+            checked = check_tool_output(record.name, value)
+        except CharivoValidationError as invalid:
+            self._tool_failed(record.name, call_id, invalid)
+            return
+        record.phase = "sending"
+        record.output = checked
+        token = self._next_token = self._next_token + 1  # what _tool_op does
+        record.token = token
+        self._ops[token] = record
+        self.out.append(_tuple_new(SendToolResult, (token, call_id, checked)))
     elif phase == "sending":
-        if error is None:
-            self._on_tool_sent(record)
-        else:
+        if error is not None:
             self._on_tool_send_failed(call_id, error)
+            return
+        # The result was sent: the call succeeded.
+        name, output = record.name, record.output
+        del self._calls[call_id]
+        out = self.out
+        payload: ToolResultPayload = _new(ToolResultPayload)  # (name, output, call_id)
+        _result_name(payload, name)
+        _result_output(payload, output)
+        _result_id(payload, call_id)
+        out.append(_tuple_new(Emit, ("realtime:tool:result", payload)))
+        if self.projecting:
+            out.append(_tuple_new(Project, (name, output, call_id)))
+        enabled = self.log_enabled
+        if enabled is None or enabled(_INFO):
+            message = "Realtime tool execution succeeded"
+            self._log(_INFO, "tool.succeeded", message, name=name, call_id=call_id)
     elif error is None:  # failing
         self._on_tool_send_done(call_id)
     else:
@@ -195,20 +236,6 @@ def _tool_failed(
     self.out.append(SendToolResult(token, call_id, {"success": False, "error": message}))
 
 
-def _on_tool_returned(self: Core, record: _ToolCallRecord, output: Any) -> None:
-    try:
-        checked = check_tool_output(record.name, output)
-    except CharivoValidationError as invalid:
-        self._tool_failed(record.name, record.call_id, invalid)
-        return
-    record.phase = "sending"
-    record.output = checked
-    token = self._next_token = self._next_token + 1  # what _tool_op does
-    record.token = token
-    self._ops[token] = record
-    self.out.append(_tuple_new(SendToolResult, (token, record.call_id, checked)))
-
-
 def _on_tool_raised(self: Core, call_id: str, error: BaseException) -> None:
     record = self._calls[call_id]
     failure: CharivoError
@@ -230,17 +257,6 @@ def _on_tool_raised(self: Core, call_id: str, error: BaseException) -> None:
             )
             return
     self._tool_failed(record.name, call_id, failure)
-
-
-def _on_tool_sent(self: Core, record: _ToolCallRecord) -> None:
-    name, call_id, output = record.name, record.call_id, record.output
-    assert output is not None
-    del self._calls[call_id]
-    out = self.out
-    out.append(_tuple_new(Emit, ("realtime:tool:result", ToolResultPayload(name, output, call_id))))
-    if self.projecting:
-        out.append(_tuple_new(Project, (name, output, call_id)))
-    self._tool_log(_INFO, "tool.succeeded", "Realtime tool execution succeeded", name, call_id)
 
 
 def _on_tool_send_failed(self: Core, call_id: str, error: BaseException) -> None:
