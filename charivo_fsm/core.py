@@ -201,7 +201,7 @@ class Core:
         "audio",
         "connection",
         "emits",
-        "log_enabled",
+        "logger",
         "out",
         "projecting",
         "refresh",
@@ -232,10 +232,10 @@ class Core:
         # level's) made while ``out`` is empty are appended to it as pairs instead of
         # to ``out`` as Emit effects; they come before everything in ``out``.
         self.emits: list[tuple[str, Any]] | None = None
-        # A driver may tell the core which tool log records its logger would drop
-        # (``log_enabled(level)`` false: none is made) and that it has no result
-        # projectors (``projecting`` false: no Project effect is made).
-        self.log_enabled: Callable[[int], bool] | None = None
+        # A driver may give the core its logger, so that the tool log records it would
+        # drop are not made (``logger.isEnabledFor(level)`` false), and tell it that it
+        # has no result projectors (``projecting`` false: no Project effect is made).
+        self.logger: logging.Logger | None = None
         self.projecting = True
         self._tool_error_detail = tool_error_detail
         self._applied = applied

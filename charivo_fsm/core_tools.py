@@ -99,8 +99,8 @@ def _on_tool_call(self: Core, event: ToolCall) -> None:
         error = CharivoValidationError(f'No realtime tool registered for "{name}"')
         self._tool_failed(name, call_id, error)
         return
-    enabled = self.log_enabled
-    if enabled is None or enabled(_DEBUG):
+    logger = self.logger
+    if logger is None or logger.isEnabledFor(_DEBUG):
         message = "Realtime tool execution started"
         self._log(_DEBUG, "tool.started", message, name=name, call_id=call_id)
     try:
@@ -199,8 +199,8 @@ def _tool_op_done(
         out.append(_tuple_new(Emit, ("realtime:tool:result", payload)))
         if self.projecting:
             out.append(_tuple_new(Project, (name, output, call_id)))
-        enabled = self.log_enabled
-        if enabled is None or enabled(_INFO):
+        logger = self.logger
+        if logger is None or logger.isEnabledFor(_INFO):
             message = "Realtime tool execution succeeded"
             self._log(_INFO, "tool.succeeded", message, name=name, call_id=call_id)
     elif error is None:  # failing

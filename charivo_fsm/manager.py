@@ -294,7 +294,7 @@ class RealtimeManager:
             applied=_applied_hook(transport),
         )
         if type(self._logger) is logging.Logger:  # the records it drops are not made
-            self._core.log_enabled = self._logger.isEnabledFor
+            self._core.logger = self._logger
         self._core.projecting = bool(projectors)
         for registration in tools:
             self._core.registry.register(registration)
