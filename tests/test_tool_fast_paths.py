@@ -74,6 +74,7 @@ LEAVES: list[Any] = [
     "é" * 40,
     "\u2028\x00\ud800",
     "a" * 300,
+    "\U0001f600" * 40,  # 4 bytes of UTF-8 JSON each, 12 of ASCII JSON (a pair escaped)
     [1, 2],
     {"k": 1},
     (1,),
@@ -112,7 +113,7 @@ def test_arguments_fast_path_gives_what_the_general_path_gives() -> None:
         keys = rng.sample(["n", "s", "x", "é", "long" * 20], size)
         cases.append({key: rng.choice(LEAVES) for key in keys})
     for args in cases:
-        for max_bytes in (None, 0, 2, 8, 30, 200, 5000):
+        for max_bytes in (None, 0, 2, 8, 30, 200, 400, 5000):
             fast = _outcome(validate_tool_arguments, "t", validator, args, max_bytes=max_bytes)
             slow = _outcome(_general, "t", validator, args, max_bytes)
             assert fast == slow, (args, max_bytes)
