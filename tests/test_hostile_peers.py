@@ -401,6 +401,34 @@ async def test_events_from_another_thread_are_handed_to_the_loop() -> None:
     assert seen_on == {loop_thread}
 
 
+def test_events_from_another_thread_reach_the_manager_in_each_event_loop() -> None:
+    """The managers entered in one asyncio event loop share its loop token; a manager
+    entered in a later loop (the first one still alive) gets that loop's."""
+    import asyncio
+
+    from charivo_fsm.events import AssistantResponseStarted, AssistantTextDelta
+
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def one_session(word: str) -> str:
+        loops.append(asyncio.get_running_loop())
+        fake = FakeTransport()
+        async with create_realtime_manager(fake) as manager:
+            await manager.start_session()
+
+            def report() -> None:
+                fake.emit(AssistantResponseStarted())
+                fake.emit(AssistantTextDelta(word))
+
+            await anyio.to_thread.run_sync(report)
+            await settle()
+            return manager.state.response.text
+
+    assert asyncio.run(one_session("first")) == "first"
+    assert asyncio.run(one_session("second")) == "second"
+    assert loops[0] is not loops[1]
+
+
 def test_events_from_another_thread_without_a_running_manager_are_dropped() -> None:
     import threading
 
