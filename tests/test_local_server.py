@@ -356,6 +356,16 @@ def test_the_reply_quotes_the_earliest_user_message_of_this_connection() -> None
     )
 
 
+def test_two_user_messages_before_one_response_are_both_answered() -> None:
+    service = Service()
+    service.send("conversation.item.create", item=user("Hello there."))
+    service.send("conversation.item.create", item=user("How are you?"))
+    events = service.send("response.create") + service.drain()
+    assert said(events) == "You said: Hello there. How are you?"
+    # the next turn is only what came after the model spoke
+    assert said(service.ask("Fine.")) == "You said: Fine."
+
+
 def test_items_a_client_replays_make_up_the_conversation() -> None:
     service = Service()
     replay = [

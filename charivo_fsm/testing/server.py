@@ -105,7 +105,9 @@ Responses
   containing "what did I say" or "remember" is answered with the earliest user
   message of this connection's conversation (``You first said: "…".``; without
   one, ``I don't remember anything you said before this.``).  Otherwise
-  ``reply(text)`` (default ``"You said: <text>"``).
+  ``reply(text)`` (default ``"You said: <text>"``), where ``text`` is the user's
+  turn: the user's messages since the model last spoke, joined by spaces (two
+  messages sent before one ``response.create`` are both answered).
 * ``response.cancel`` ends the active response (open parts and items done as
   ``incomplete``, ``response.done`` with status ``cancelled``, reason
   ``client_cancelled``); with none active: ``response_cancel_not_active``.
@@ -262,7 +264,8 @@ class LocalRealtimeServer:
     :param host: the loopback address to listen on.
     :param path: the URL path (the server accepts any path; :attr:`url` uses this).
     :param tool_triggers: keyword → tool call rules.
-    :param reply: the assistant's answer to a user message.
+    :param reply: the assistant's answer to the user's turn (the text of the user's
+        messages since the model last spoke, joined by spaces).
     :param audio: sessions start with ``output_modalities`` ``["audio"]`` (the real
         service's default) instead of ``["text"]``.
     :param delta_delay: seconds to wait before each word of a response.
@@ -349,7 +352,8 @@ class LocalRealtimeServer:
 
     @property
     def reply(self) -> Callable[[str], str]:
-        """The assistant's answer to a user message (may be replaced at any time)."""
+        """The assistant's answer to the user's turn: the text of the user's messages
+        since the model last spoke, joined by spaces (may be replaced at any time)."""
         return self.script.reply
 
     @reply.setter

@@ -816,8 +816,17 @@ class ServiceSession:
             call = self._call(last.get("call_id"))
             name = call.get("name", "tool") if call is not None else "tool"
             return Plan(text=f"{name} says: {last.get('output', '')}")
-        is_user = last is not None and last.get("type") == "message" and last.get("role") == "user"
-        text = self.user_text(last) if last is not None and is_user else ""
+        # The user's messages since the model last spoke (or since a tool's output):
+        # two messages sent before one response are both answered, as the real model
+        # answers the whole conversation.
+        turn: list[Mapping[str, Any]] = []
+        for item in reversed(self.items):
+            if item.get("type") != "message" or item.get("role") != "user":
+                break
+            turn.append(item)
+        turn.reverse()
+        is_user = bool(turn)
+        text = " ".join(self.user_text(item) for item in turn)
         if self.session.get("tool_choice") != "none":
             declared = {
                 tool.get("name")
@@ -837,7 +846,7 @@ class ServiceSession:
                 for item in self.items
                 if item.get("type") == "message" and item.get("role") == "user"
             )
-            if first is last:
+            if first is turn[0]:
                 return Plan(text="I don't remember anything you said before this.")
             return Plan(text=f'You first said: "{self.user_text(first)}".')
         return Plan(text=self.script.reply(text))
