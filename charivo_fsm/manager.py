@@ -30,6 +30,7 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
+from . import lifecycle as _lifecycle_calls
 from . import operations as _operations
 from .core import (
     _EVENT_HANDLERS,
@@ -39,7 +40,6 @@ from .core import (
     Disconnect,
     Emit,
     Log,
-    OpTimeout,
     Patch,
     Project,
     Recover,
@@ -57,6 +57,7 @@ from .errors import (
     CharivoValidationError,
     to_charivo_error,
 )
+from .lifecycle import _Turn
 from .model import (
     Character,
     RealtimeSessionConfig,
@@ -119,16 +120,6 @@ class _Ticket:
             await event.wait()
         if self.error is not None:
             raise self.error
-
-
-class _Turn:
-    """A lifecycle call's place in line (see ``RealtimeManager._queue_lifecycle``)."""
-
-    __slots__ = ("event", "ready")
-
-    def __init__(self, *, ready: bool) -> None:
-        self.ready = ready
-        self.event: anyio.Event | None = None
 
 
 _DEFAULT_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 5.0)
@@ -883,62 +874,15 @@ class RealtimeManager:
             self._quiet = None
             quiet.set()
 
-    def _queue_lifecycle(self) -> _Turn:
-        """Take a turn for a lifecycle call, in the order the core asked for them.
-
-        Transport lifecycle calls never overlap (D18.6) and run in effect order,
-        whatever order the event loop starts their tasks in.
-        """
-        queue = self._lifecycle_queue
-        if queue is None:
-            queue = self._lifecycle_queue = []
-        turn = _Turn(ready=not queue)
-        queue.append(turn)
-        return turn
-
-    def _release_lifecycle(self, turn: _Turn) -> None:
-        queue = self._lifecycle_queue
-        if queue is None or turn not in queue:
-            return
-        was_head = queue[0] is turn
-        queue.remove(turn)
-        if was_head and queue:
-            head = queue[0]
-            head.ready = True
-            if head.event is not None:
-                head.event.set()
-
-    async def _lifecycle(
-        self, turn: _Turn, call: Callable[..., Awaitable[None]], *args: Any
-    ) -> None:
-        try:
-            if not turn.ready:
-                turn.event = anyio.Event()
-                await turn.event.wait()
-            with anyio.move_on_after(self._transport_timeout) as bound:
-                await call(*args)
-            if bound.cancelled_caught:
-                raise OpTimeout(self._transport_timeout)
-        finally:
-            self._release_lifecycle(turn)
-
-    def _do_connect(self, effect: Connect) -> None:
-        self._spawn_lifecycle(effect.token, self._transport.connect, effect.config)
-
-    def _do_patch(self, effect: Patch) -> None:
-        self._spawn_lifecycle(effect.token, self._transport.update_session, effect.config)
-
-    def _do_recover(self, effect: Recover) -> None:
-        self._spawn_lifecycle(effect.token, self._transport.recover, effect.config)
-
-    def _do_disconnect(self, effect: Disconnect) -> None:
-        self._spawn_lifecycle(effect.token, self._transport.disconnect)
-
-    def _spawn_lifecycle(
-        self, token: int, call: Callable[..., Awaitable[None]], *args: Any
-    ) -> None:
-        turn = self._queue_lifecycle() if self._tg is not None else _Turn(ready=True)
-        self._spawn(token, self._lifecycle, turn, call, *args)
+    # (in charivo_fsm/lifecycle.py)
+    _queue_lifecycle = _lifecycle_calls._queue_lifecycle
+    _release_lifecycle = _lifecycle_calls._release_lifecycle
+    _lifecycle = _lifecycle_calls._lifecycle
+    _do_connect = _lifecycle_calls._do_connect
+    _do_patch = _lifecycle_calls._do_patch
+    _do_recover = _lifecycle_calls._do_recover
+    _do_disconnect = _lifecycle_calls._do_disconnect
+    _spawn_lifecycle = _lifecycle_calls._spawn_lifecycle
 
     def _do_sleep(self, effect: Sleep) -> None:
         self._spawn(effect.token, anyio.sleep, effect.delay)
