@@ -47,6 +47,7 @@ from charivo_fsm.events import (
     UserTranscript,
 )
 from charivo_fsm.model import ResponseStatus
+from charivo_fsm.testing import foreign_cancellation
 
 from .ledger import PROVIDER_RESULT, RunStats, call_key
 
@@ -224,22 +225,6 @@ class Faults:
 class ChaosBaseException(BaseException):
     """A BaseException that is neither a cancellation nor a process exit (the engine
     must handle it as an error of the operation that raised it)."""
-
-
-async def foreign_cancellation() -> None:
-    """Raise a cancellation nobody around the caller requested: the cancelled
-    exception of a scope that is already gone (as a handler that awaited a future
-    something else cancelled would)."""
-    caught: BaseException | None = None
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        try:
-            await anyio.sleep(1)
-        except BaseException as exc:
-            caught = exc
-            raise
-    assert caught is not None
-    raise caught
 
 
 async def raise_failure(rng: random.Random, method: str, stats: RunStats) -> None:

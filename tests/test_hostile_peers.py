@@ -28,23 +28,9 @@ from charivo_fsm import (
     create_realtime_manager,
 )
 from charivo_fsm.events import ConnectionLost, SessionEnded, ToolCall
-from charivo_fsm.testing import FakeTransport, RecordingEmitter, settle
+from charivo_fsm.testing import FakeTransport, RecordingEmitter, foreign_cancellation, settle
 
 pytestmark = pytest.mark.anyio
-
-
-async def foreign_cancellation() -> NoReturn:
-    """Raise a cancellation that belongs to a scope that is already gone."""
-    caught: BaseException | None = None
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        try:
-            await anyio.sleep(1)
-        except BaseException as exc:
-            caught = exc
-            raise
-    assert caught is not None
-    raise caught
 
 
 class Custom(BaseException):

@@ -3,6 +3,8 @@
 * :class:`FakeTransport` — a scriptable in-memory transport that records every
   call (see :mod:`charivo_fsm.testing.fake` for the scripting rules);
 * :class:`RecordingEmitter` — an event emitter that records ``(name, payload)``;
+* :func:`foreign_cancellation` — raise a cancellation nobody around the caller
+  requested (fault injection for handlers and transports).
 * :func:`settle` — let all other tasks run until they are blocked, without
   moving a virtual clock;
 * :class:`LocalRealtimeServer` — an embedded OpenAI-Realtime-compatible
@@ -23,7 +25,16 @@
 """
 
 from .audio import AudioFormat, silence, speech
-from .fake import METHODS, Call, FakeTransport, Gate, MethodName, RecordingEmitter, settle
+from .fake import (
+    METHODS,
+    Call,
+    FakeTransport,
+    Gate,
+    MethodName,
+    RecordingEmitter,
+    foreign_cancellation,
+    settle,
+)
 from .server import GarbageKind, HandshakeRecord, Injection, LocalRealtimeServer, ToolTrigger
 from .suite import (
     INVARIANTS,
@@ -62,6 +73,7 @@ __all__ = [
     "TransportFactory",
     "TransportFaults",
     "fake_transport_factory",
+    "foreign_cancellation",
     "run_program",
     "run_steps",
     "run_suite",

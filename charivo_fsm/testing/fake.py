@@ -52,7 +52,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
 
 import anyio
 import anyio.lowlevel
@@ -547,6 +547,23 @@ def _asyncio_tasks_blocked(loop: asyncio.AbstractEventLoop) -> bool:
 
 
 _QUIET_ROUNDS = 3
+
+
+async def foreign_cancellation() -> NoReturn:
+    """Raise a cancellation nobody around the caller requested: the cancelled exception
+    of a scope that is already gone, as a tool handler or a transport call that
+    awaited a future something else cancelled would.  For fault injection: the engine
+    treats it as an error of that operation, not as its own cancellation."""
+    caught: BaseException | None = None
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await anyio.sleep(1)
+        except BaseException as exc:
+            caught = exc
+            raise
+    assert caught is not None
+    raise caught
 
 
 async def settle(*, max_rounds: int = 10_000) -> None:
